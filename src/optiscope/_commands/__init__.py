@@ -1,0 +1,1 @@
+"""Subcommands of the ``optiscope`` command line; each module registers with ``@command``."""
