@@ -14,7 +14,6 @@ setup: $(STAMP)
 # would pull a multi-GB CUDA build. A second `make setup` finds the stamp and does nothing.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
