@@ -20,10 +20,32 @@ from optiscope.models import digits_cnn, digits_mlp
 # --- schedules ----------------------------------------------------------------------
 
 # --- clipping -----------------------------------------------------------------------
+from optiscope.clipping import (
+    AGC,
+    CLIPPERS,
+    AutoClip,
+    ClipResult,
+    Clipper,
+    NoClip,
+    NormClip,
+    ValueClip,
+    ZClip,
+    adaptive_clip_grad_,
+    clip_grad_norm_,
+    clip_grad_value_,
+    get_clipper,
+)
 
 # --- landscape (guide's functions; the rest via `optiscope.landscape`) ----------------
+# Importing from the subpackage also binds `optiscope.landscape` for module-style use.
+from optiscope.landscape import (
+    visualize_loss_1d,
+    visualize_loss_2d,
+    visualize_loss_random_directions,
+)
 
 # --- curvature (via `optiscope.curvature`) -------------------------------------------
+from optiscope import curvature
 
 # --- training -----------------------------------------------------------------------
 
@@ -36,7 +58,25 @@ __all__ = [
     "digits_mlp",
     # schedules
     # clipping
+    "AGC",
+    "CLIPPERS",
+    "AutoClip",
+    "ClipResult",
+    "Clipper",
+    "NoClip",
+    "NormClip",
+    "ValueClip",
+    "ZClip",
+    "adaptive_clip_grad_",
+    "clip_grad_norm_",
+    "clip_grad_value_",
+    "get_clipper",
     # landscape
+    "landscape",
+    "visualize_loss_1d",
+    "visualize_loss_2d",
+    "visualize_loss_random_directions",
     # curvature
+    "curvature",
     # training
 ]

@@ -1,0 +1,473 @@
+"""Directions in weight space: dicts mapping a parameter name to a tensor of its shape.
+
+A direction need not cover every parameter: missing names are zero. Random directions
+follow Li et al. 2018 ("Visualizing the Loss Landscape of Neural Nets", arXiv 1712.09913):
+Gaussian, rescaled filter by filter to the norms of the weights, with biases and norm
+layers left out, so that plots of networks with different weight scales are comparable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "Direction",
+    "axis_direction",
+    "random_direction",
+    "random_directions",
+    "orthogonalize",
+    "interpolation_direction",
+    "pca_directions",
+    "project_trajectory",
+    "PCADirections",
+    "find_parameter",
+]
+
+
+class Direction(dict):
+    """A ``dict[str, Tensor]`` that also remembers how it was made (``.meta``).
+
+    Any plain dict with matching names and shapes is accepted wherever a direction is.
+    """
+
+    def __init__(self, *args, meta: dict | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.meta = dict(meta or {})
+
+
+_NORMALIZATIONS = ("filter", "layer", "model", "none")
+# State-dict entries that are statistics, not weights: never part of a weight direction.
+_STAT_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+_EPS = 1e-10
+
+
+def find_parameter(model: nn.Module, param_name: str) -> str:
+    """The full name of the parameter ``param_name`` refers to.
+
+    An exact name wins; otherwise the one parameter whose name contains ``param_name``.
+    (The guide took the first substring match, so ``"0.weight"`` could pick
+    ``"10.weight"``.)
+
+    Args:
+        model: The module to search.
+        param_name: A full parameter name or an unambiguous part of one.
+
+    Returns:
+        The full parameter name.
+
+    Raises:
+        ValueError: No parameter, or more than one, matches; the message lists the names.
+
+    Example:
+        >>> m = nn.Sequential(*[nn.Linear(2, 2) for _ in range(11)])
+        >>> find_parameter(m, "0.weight")
+        '0.weight'
+    """
+    names = [n for n, _ in model.named_parameters()]
+    if param_name in names:
+        return param_name
+    matches = [n for n in names if param_name in n]
+    if len(matches) == 1:
+        return matches[0]
+    what = "matches several parameters" if matches else "matches no parameter"
+    raise ValueError(
+        f"param_name {param_name!r} {what}; the parameter names are: {', '.join(names)}"
+    )
+
+
+def axis_direction(model: nn.Module, param_name: str, index: int = 0) -> Direction:
+    """The unit vector along one coordinate of one parameter (the guide's direction).
+
+    Args:
+        model: The module.
+        param_name: Parameter name (exact first, else a unique substring).
+        index: Index into the flattened parameter, in ``[-numel, numel)``.
+
+    Returns:
+        ``{name: tensor}`` with a single 1 at ``index``.
+
+    Raises:
+        ValueError: Unknown name or index out of range.
+
+    Example:
+        >>> d = axis_direction(nn.Linear(2, 3), "weight", 4)
+        >>> d["weight"].flatten().tolist()
+        [0.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    """
+    name = find_parameter(model, param_name)
+    p = dict(model.named_parameters())[name]
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+        raise TypeError(f"index must be an int, got {type(index).__name__}")
+    if not -p.numel() <= index < p.numel():
+        raise ValueError(
+            f"index {index} is out of range for {name!r} with {p.numel()} elements "
+            f"(allowed: {-p.numel()} <= index < {p.numel()})"
+        )
+    d = torch.zeros(p.numel(), dtype=p.dtype, device=p.device)
+    d[int(index)] = 1.0
+    return Direction(
+        {name: d.view_as(p)}, meta={"kind": "axis", "parameter": name, "index": int(index)}
+    )
+
+
+def _check_normalization(normalization: str, ignore: str | None) -> None:
+    if normalization not in _NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
+    if ignore not in ("biasbn", None):
+        raise ValueError(f"ignore must be 'biasbn' or None, got {ignore!r}")
+
+
+def _filter_scale(d: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    # One filter = one slice along dim 0 (an output unit of a Linear, an output channel of
+    # a conv). A 1-d tensor has one-element filters, so its direction becomes +-|w_i|.
+    dims = tuple(range(1, d.dim()))
+    if not dims:
+        return d.sign() * w.abs()
+    wn = torch.linalg.vector_norm(w, dim=dims, keepdim=True)
+    dn = torch.linalg.vector_norm(d, dim=dims, keepdim=True)
+    return d * (wn / (dn + _EPS))
+
+
+def random_direction(
+    model: nn.Module,
+    normalization: str = "filter",
+    ignore: str | None = "biasbn",
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Direction:
+    """A Gaussian direction, normalised as in Li et al. 2018.
+
+    Args:
+        model: The module whose parameters define the names, shapes and norms.
+        normalization: ``"filter"`` scales each filter (slice along dim 0) to the norm of
+            the same filter of the weights; ``"layer"`` each tensor; ``"model"`` the whole
+            vector; ``"none"`` keeps the raw Gaussian.
+        ignore: ``"biasbn"`` zeros the direction of 1-d parameters (biases, norm-layer
+            affine weights); ``None`` keeps them.
+        seed: Seed of a private generator (same seed, same direction on one machine).
+        generator: A CPU ``torch.Generator`` to draw from (exclusive with ``seed``); with
+            neither, torch's global generator is used.
+
+    Returns:
+        ``{name: tensor}`` for every parameter, on the parameter's device and dtype.
+
+    Raises:
+        ValueError: Unknown ``normalization``/``ignore``, both ``seed`` and ``generator``,
+            or a model without parameters.
+
+    Example:
+        >>> m = nn.Linear(3, 2)
+        >>> d = random_direction(m, seed=0)
+        >>> bool(torch.allclose(d["weight"].norm(dim=1), m.weight.norm(dim=1)))
+        True
+    """
+    _check_normalization(normalization, ignore)
+    if seed is not None and generator is not None:
+        raise ValueError("pass seed or generator, not both")
+    if seed is not None:
+        generator = torch.Generator().manual_seed(int(seed))
+    params = [(n, p.detach()) for n, p in model.named_parameters()]
+    if not params:
+        raise ValueError("model has no parameters")
+    out: Direction = {}
+    for name, w in params:
+        # Drawn on the CPU so the same seed gives the same direction on any device.
+        d = torch.randn(w.shape, generator=generator, dtype=torch.float32)
+        d = d.to(device=w.device, dtype=w.dtype)
+        if ignore == "biasbn" and w.dim() <= 1:
+            d.zero_()
+        elif normalization == "filter":
+            d = _filter_scale(d, w)
+        elif normalization == "layer":
+            d = d * (torch.linalg.vector_norm(w) / (torch.linalg.vector_norm(d) + _EPS))
+        out[name] = d
+    if normalization == "model":
+        wn = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(w) for _, w in params]))
+        dn = torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(d) for d in out.values()])
+        )
+        out = {n: d * (wn / (dn + _EPS)) for n, d in out.items()}
+    meta = {"kind": "random", "normalization": normalization, "ignore": ignore, "seed": seed}
+    return Direction(out, meta=meta)
+
+
+def _dot(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    terms = [(a[n].double() * b[n].double()).sum() for n in a if n in b]
+    return torch.stack(terms).sum() if terms else torch.zeros((), dtype=torch.float64)
+
+
+def orthogonalize(d1: Mapping[str, torch.Tensor], d2: Mapping[str, torch.Tensor]) -> Direction:
+    """``d2`` with its component along ``d1`` removed, rescaled to its original norm.
+
+    Args:
+        d1: The reference direction.
+        d2: The direction to make orthogonal to ``d1``.
+
+    Returns:
+        A new direction with the names of ``d2``, orthogonal to ``d1``.
+
+    Raises:
+        ValueError: ``d1`` is zero, or ``d2`` lies along ``d1``.
+
+    Example:
+        >>> a = {"w": torch.tensor([1.0, 0.0])}
+        >>> orthogonalize(a, {"w": torch.tensor([1.0, 1.0])})["w"].tolist()
+        [0.0, 1.4142135381698608]
+    """
+    n11 = _dot(d1, d1)
+    if float(n11) == 0.0:
+        raise ValueError("d1 is the zero direction; cannot orthogonalise against it")
+    coef = _dot(d1, d2) / n11
+    out = {
+        n: (t.double() - coef * d1[n].double()).to(t.dtype) if n in d1 else t.clone()
+        for n, t in d2.items()
+    }
+    new = float(_dot(out, out)) ** 0.5
+    if new <= 1e-12 * float(_dot(d2, d2)) ** 0.5 or new == 0.0:
+        raise ValueError("d2 is parallel to d1; there is no orthogonal part to keep")
+    scale = float(_dot(d2, d2)) ** 0.5 / new
+    meta = dict(getattr(d2, "meta", {}), orthogonalized=True)
+    return Direction({n: t * scale for n, t in out.items()}, meta=meta)
+
+
+def random_directions(
+    model: nn.Module,
+    n: int = 2,
+    normalization: str = "filter",
+    ignore: str | None = "biasbn",
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    orthogonal: bool = False,
+) -> list[Direction]:
+    """``n`` random directions drawn one after another from one generator.
+
+    Args:
+        model: The module.
+        n: How many directions (>= 1).
+        normalization: As in :func:`random_direction`.
+        ignore: As in :func:`random_direction`.
+        seed: Seed of a private generator.
+        generator: A CPU generator (exclusive with ``seed``).
+        orthogonal: Make each direction orthogonal to the ones before (Gram-Schmidt in
+            the flat parameter space, each keeping its norm). Orthogonality then holds
+            exactly, the per-filter norms approximately.
+
+    Returns:
+        A list of ``n`` directions.
+
+    Raises:
+        ValueError: ``n < 1`` or bad arguments for :func:`random_direction`.
+
+    Example:
+        >>> d1, d2 = random_directions(nn.Linear(4, 4), seed=0, orthogonal=True)
+        >>> abs(float(sum((d1[k] * d2[k]).sum() for k in d1))) < 1e-5
+        True
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    if seed is not None and generator is not None:
+        raise ValueError("pass seed or generator, not both")
+    if seed is not None:
+        generator = torch.Generator().manual_seed(int(seed))
+    dirs: list[Direction] = []
+    for _ in range(n):
+        d = random_direction(model, normalization, ignore, generator=generator)
+        d.meta.update(seed=seed, index=len(dirs))
+        if orthogonal:
+            for prev in dirs:
+                d = orthogonalize(prev, d)
+        dirs.append(d)
+    return dirs
+
+
+def _weights(
+    state: Mapping[str, torch.Tensor] | nn.Module, names: Iterable[str] | None
+) -> dict[str, torch.Tensor]:
+    if isinstance(state, nn.Module):
+        items = {n: p.detach() for n, p in state.named_parameters()}
+    elif isinstance(state, Mapping):
+        items = {
+            n: t.detach()
+            for n, t in state.items()
+            if isinstance(t, torch.Tensor)
+            and t.is_floating_point()
+            and not n.endswith(_STAT_SUFFIXES)
+        }
+    else:
+        raise TypeError(f"expected a state dict or nn.Module, got {type(state).__name__}")
+    if names is not None:
+        names = list(names)
+        missing = [n for n in names if n not in items]
+        if missing:
+            raise ValueError(f"names not in the state: {missing}")
+        items = {n: items[n] for n in names}
+    if not items:
+        raise ValueError("the state holds no floating-point weights")
+    return items
+
+
+def _difference(a: dict[str, torch.Tensor], b: Mapping, what: str) -> Direction:
+    w = _weights(b, list(a)) if not isinstance(b, nn.Module) else _weights(b, list(a))
+    out = {}
+    for n, t in a.items():
+        if w[n].shape != t.shape:
+            raise ValueError(
+                f"{what}: {n!r} has shape {tuple(w[n].shape)}, expected {tuple(t.shape)}"
+            )
+        out[n] = w[n].to(t.device, t.dtype) - t
+    return out
+
+
+def interpolation_direction(
+    state_a: Mapping[str, torch.Tensor] | nn.Module,
+    state_b: Mapping[str, torch.Tensor] | nn.Module,
+    names: Iterable[str] | None = None,
+) -> Direction:
+    """``theta_b - theta_a``: evaluate ``line`` at ``theta_a`` on ``alpha_range=(0, 1)``.
+
+    Args:
+        state_a: The start (a ``state_dict`` or a module).
+        state_b: The end, with the same names and shapes.
+        names: Which entries to use; default: the floating-point entries, without the
+            running statistics of norm layers (``running_mean``, ``running_var``).
+
+    Returns:
+        The direction from ``a`` to ``b``.
+
+    Raises:
+        ValueError: Names or shapes differ.
+
+    Example:
+        >>> a, b = {"w": torch.zeros(2)}, {"w": torch.ones(2)}
+        >>> interpolation_direction(a, b)["w"].tolist()
+        [1.0, 1.0]
+    """
+    return Direction(
+        _difference(_weights(state_a, names), state_b, "state_b"), meta={"kind": "interpolation"}
+    )
+
+
+class PCADirections(NamedTuple):
+    """The result of :func:`pca_directions` (unpacks as ``d1, d2, explained``)."""
+
+    d1: Direction
+    d2: Direction
+    explained_variance_ratio: np.ndarray
+
+
+def _flat_deltas(
+    final_state: Mapping | nn.Module, trajectory_states: Iterable, names: Iterable[str] | None
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    final = _weights(final_state, names)
+    rows = []
+    for i, state in enumerate(trajectory_states):
+        diff = _difference(final, state, f"trajectory_states[{i}]")
+        rows.append(torch.cat([diff[n].detach().double().flatten().cpu() for n in final]))
+    if not rows:
+        raise ValueError("trajectory_states is empty")
+    return final, torch.stack(rows)
+
+
+def _unflatten(vec: torch.Tensor, like: dict[str, torch.Tensor], meta: dict) -> Direction:
+    out, k = Direction(meta=meta), 0
+    for n, t in like.items():
+        out[n] = vec[k : k + t.numel()].view(t.shape).to(t.device, t.dtype)
+        k += t.numel()
+    return out
+
+
+def pca_directions(
+    final_state: Mapping[str, torch.Tensor] | nn.Module,
+    trajectory_states: Iterable[Mapping[str, torch.Tensor]],
+    names: Iterable[str] | None = None,
+) -> PCADirections:
+    """The top two principal directions of the training path around the final weights.
+
+    As in Li et al. 2018 (section 7): rows ``theta_i - theta_final``, centred, and their two
+    leading right singular vectors (unit norm in the flat parameter space).
+
+    Args:
+        final_state: The final weights (``state_dict`` or module).
+        trajectory_states: One ``state_dict`` per checkpoint (at least two).
+        names: Entries to use; default: floating-point entries without norm statistics.
+
+    Returns:
+        ``PCADirections(d1, d2, explained_variance_ratio)``.
+
+    Raises:
+        ValueError: Fewer than two states, or names/shapes that differ.
+
+    Example:
+        >>> f = {"w": torch.zeros(3)}
+        >>> path = [{"w": torch.tensor([float(i), 0.1 * i * i, 0.0])} for i in range(5)]
+        >>> d1, d2, ev = pca_directions(f, path)
+        >>> round(float(d1["w"].norm()), 6), bool(ev[0] > 0.9)
+        (1.0, True)
+    """
+    final, m = _flat_deltas(final_state, list(trajectory_states), names)
+    if m.shape[0] < 2:
+        raise ValueError(f"pca_directions needs at least 2 trajectory states, got {m.shape[0]}")
+    centred = m - m.mean(dim=0, keepdim=True)
+    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+    var = s**2
+    total = float(var.sum())
+    ratio = (var / total).numpy() if total > 0 else np.zeros(len(var))
+    v2 = vh[1] if vh.shape[0] > 1 else torch.zeros_like(vh[0])
+    # Fix the sign (largest-magnitude entry positive) so results do not flip between runs.
+    v1, v2 = (v * (1.0 if float(v[v.abs().argmax()]) >= 0 else -1.0) for v in (vh[0], v2))
+    ev = np.zeros(2)
+    ev[: min(2, len(ratio))] = ratio[:2]
+    return PCADirections(
+        _unflatten(v1, final, {"kind": "pca", "component": 1, "explained": float(ev[0])}),
+        _unflatten(v2, final, {"kind": "pca", "component": 2, "explained": float(ev[1])}),
+        ev,
+    )
+
+
+def project_trajectory(
+    final_state: Mapping[str, torch.Tensor] | nn.Module,
+    trajectory_states: Iterable[Mapping[str, torch.Tensor]],
+    d1: Mapping[str, torch.Tensor],
+    d2: Mapping[str, torch.Tensor],
+) -> np.ndarray:
+    """Each checkpoint's coordinates ``(alpha, beta)`` on the plane ``final + a d1 + b d2``.
+
+    Least squares: the point of the plane closest to ``theta_i`` (exact projection for
+    non-orthogonal directions too).
+
+    Args:
+        final_state: The plane's centre.
+        trajectory_states: The checkpoints.
+        d1: First direction (its names select the entries compared).
+        d2: Second direction.
+
+    Returns:
+        An array of shape ``(len(trajectory_states), 2)``.
+
+    Raises:
+        ValueError: The directions are parallel or zero, or names/shapes differ.
+
+    Example:
+        >>> f = {"w": torch.zeros(2)}
+        >>> d1, d2 = {"w": torch.tensor([1.0, 0.0])}, {"w": torch.tensor([0.0, 2.0])}
+        >>> project_trajectory(f, [{"w": torch.tensor([3.0, 4.0])}], d1, d2).tolist()
+        [[3.0, 2.0]]
+    """
+    final, m = _flat_deltas(final_state, list(trajectory_states), list(d1))
+    basis = []
+    for d in (d1, d2):
+        missing = [n for n in final if n not in d]
+        if missing or len(d) != len(final):
+            raise ValueError("d1 and d2 must have the same names")
+        basis.append(torch.cat([d[n].detach().double().flatten().cpu() for n in final]))
+    a = torch.stack(basis, dim=1)  # (D, 2)
+    gram = a.T @ a
+    if float(torch.linalg.det(gram)) <= 1e-12 * float(gram.diagonal().prod()):
+        raise ValueError("d1 and d2 are parallel or zero; they do not span a plane")
+    coords = torch.linalg.solve(gram, a.T @ m.T).T
+    return coords.numpy()
