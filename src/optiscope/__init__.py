@@ -18,6 +18,33 @@ from optiscope.data import digits_loaders, digits_tensors
 from optiscope.models import digits_cnn, digits_mlp
 
 # --- schedules ----------------------------------------------------------------------
+from optiscope.schedules import (
+    SCHEDULES,
+    Constant,
+    CosineAnnealingScheduler,
+    CosineAnnealingWarmRestarts,
+    CyclicLR,
+    Decay,
+    ExponentialDecay,
+    InverseSqrt,
+    InverseSqrtDecay,
+    Join,
+    LinearWarmup,
+    MultiStepDecay,
+    OneCycle,
+    PolynomialDecay,
+    Schedule,
+    ScheduleLR,
+    StepDecay,
+    WarmupCosineSchedule,
+    WarmupOptimizer,
+    WarmupStableDecay,
+    compare_schedules,
+    describe,
+    get_schedule,
+    join,
+    plot_schedule,
+)
 
 # --- clipping -----------------------------------------------------------------------
 from optiscope.clipping import (
@@ -45,7 +72,8 @@ from optiscope.landscape import (
 )
 
 # --- curvature (via `optiscope.curvature`) -------------------------------------------
-from optiscope import curvature
+# Module-style access only; kept in this block rather than sorted to the top.
+from optiscope import curvature  # isort: skip
 
 # --- training -----------------------------------------------------------------------
 
@@ -57,6 +85,31 @@ __all__ = [
     "digits_cnn",
     "digits_mlp",
     # schedules
+    "Schedule",
+    "Constant",
+    "StepDecay",
+    "ExponentialDecay",
+    "CosineAnnealingScheduler",
+    "CosineAnnealingWarmRestarts",
+    "MultiStepDecay",
+    "PolynomialDecay",
+    "LinearWarmup",
+    "WarmupCosineSchedule",
+    "WarmupOptimizer",
+    "OneCycle",
+    "CyclicLR",
+    "InverseSqrt",
+    "InverseSqrtDecay",
+    "WarmupStableDecay",
+    "Decay",
+    "Join",
+    "join",
+    "ScheduleLR",
+    "SCHEDULES",
+    "get_schedule",
+    "describe",
+    "plot_schedule",
+    "compare_schedules",
     # clipping
     "AGC",
     "CLIPPERS",

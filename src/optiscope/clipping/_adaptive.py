@@ -1,0 +1,279 @@
+"""Clippers whose threshold adapts to the run: AutoClip (percentile) and ZClip (z-score).
+
+Their statistics live in small tensors on the gradients' device and are updated with
+``torch.where`` instead of Python branches, so a call never waits for the device. A NaN or
+infinite norm never enters the statistics and leaves the gradients untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+
+from optiscope.clipping import _checks
+from optiscope.clipping._clippers import ClipResult, _Base, coef_for, make_result
+from optiscope.clipping._functional import TensorOrTensors, scale_, total_norm
+
+__all__ = ["AutoClip", "ZClip"]
+
+
+class _Stateful(_Base):
+    """Device-state plumbing: tensors named in ``_state`` follow the gradients' device."""
+
+    _state: tuple[str, ...] = ()
+
+    def _to(self, device: torch.device) -> None:
+        for k in self._state:
+            t = getattr(self, k)
+            if t.device != device:
+                setattr(self, k, t.to(device))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Configuration plus device statistics (tensors are cloned).
+
+        Returns:
+            A dict of numbers and tensors, safe for ``torch.load(weights_only=True)``.
+        """
+        state = super().state_dict()
+        state.update({k: getattr(self, k).clone() for k in self._state})
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore configuration-checked statistics written by :meth:`state_dict`.
+
+        Args:
+            state_dict: What :meth:`state_dict` returned (from this clipper or a copy).
+
+        Raises:
+            ValueError: Another kind of clipper, a different configuration, or a statistic
+                of the wrong shape.
+            KeyError: A key is missing.
+        """
+        super().load_state_dict(state_dict)
+        for k in self._state:
+            mine, theirs = getattr(self, k), state_dict[k]
+            if not isinstance(theirs, torch.Tensor) or theirs.shape != mine.shape:
+                raise ValueError(f"state_dict[{k!r}] must be a tensor of shape {tuple(mine.shape)}")
+            setattr(self, k, theirs.detach().to(mine.device, mine.dtype).clone())
+
+
+class AutoClip(_Stateful):
+    """Clip to a percentile of the history of gradient norms (Seetharaman et al. 2020).
+
+    Each call appends the current global norm to a ring buffer of the last
+    ``history_size`` finite norms, then clips to their ``percentile``-th percentile
+    (linear interpolation, like ``numpy.percentile``). The percentile is taken on the
+    device over the filled part of the buffer (a sort with the empty slots pushed to the
+    end, then a gather), so there is no host sync.
+
+    Args:
+        percentile: Percentile of the history to clip to, in ``(0, 100]``. The paper
+            recommends 10.
+        history_size: Number of most recent norms kept, ``>= 1``.
+        norm_type: Order ``p`` of the norm, in ``(0, inf]``.
+        foreach: Use the foreach kernels (None: wherever the device supports them).
+
+    Raises:
+        ValueError: An argument out of range or NaN.
+        TypeError: ``history_size`` is not an int.
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.zeros(1))
+        >>> clip = AutoClip(percentile=50.0, history_size=100)
+        >>> for g in [1.0, 2.0, 3.0, 10.0]:
+        ...     w.grad = torch.tensor([g]); r = clip([w])
+        >>> round(float(r.clipped_norm), 4)  # median of 1, 2, 3, 10
+        2.5
+    """
+
+    name = "autoclip"
+    _config = ("percentile", "history_size", "norm_type")
+    _state = ("history", "count")
+
+    def __init__(
+        self,
+        percentile: float = 10.0,
+        history_size: int = 1000,
+        norm_type: float = 2.0,
+        foreach: bool | None = None,
+    ) -> None:
+        self.percentile = _checks.real("percentile", percentile)
+        if not 0.0 < self.percentile <= 100.0:
+            raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
+        self.history_size = _checks.positive_int("history_size", history_size)
+        self.norm_type = _checks.norm_type(norm_type)
+        self.foreach = foreach
+        self.history = torch.zeros(self.history_size)
+        self.count = torch.zeros((), dtype=torch.long)
+
+    def threshold(self) -> torch.Tensor:
+        """The current clip threshold: the percentile of the stored norms (inf when empty).
+
+        Returns:
+            A 0-d float32 tensor on the state's device.
+        """
+        size = self.history_size
+        n = self.count.clamp(max=size)
+        slots = torch.arange(size, device=self.history.device)
+        ordered = torch.where(slots < n, self.history, math.inf).sort().values
+        pos = (n - 1).clamp(min=0).double() * (self.percentile / 100.0)
+        lo, hi = pos.floor().long(), pos.ceil().long()
+        a, b = ordered.index_select(0, lo.view(1)), ordered.index_select(0, hi.view(1))
+        value = (a + (b - a) * (pos - lo).to(a.dtype)).view(())
+        return torch.where(n > 0, value, math.inf)
+
+    @torch.no_grad()
+    def __call__(self, parameters: TensorOrTensors) -> ClipResult:
+        """Record the norm, clip to the percentile and report; see the class docstring."""
+        grads = _checks.grads_of(_checks.as_tensor_list(parameters))
+        norm = total_norm(grads, self.norm_type, foreach=self.foreach)
+        if not grads:
+            return make_result(norm, torch.ones(()), ~torch.isfinite(norm))
+        self._to(norm.device)
+        finite = torch.isfinite(norm)
+        slot = (self.count % self.history_size).view(1)
+        old = self.history.index_select(0, slot)
+        new = torch.where(finite, norm.to(self.history.dtype), old)
+        self.history.index_copy_(0, slot, new)
+        self.count = self.count + finite.long()
+        coef, nonfinite = coef_for(norm, self.threshold().to(norm.dtype))
+        scale_(grads, coef, self.foreach)
+        return make_result(norm, coef, nonfinite)
+
+
+ClipOption = Literal["adaptive_scaling", "threshold", "mean"]
+
+
+class ZClip(_Stateful):
+    r"""Clip gradient-norm spikes by their z-score against EMA statistics (ZClip, 2025).
+
+    For the first ``warmup_steps`` finite norms the gradients are clipped to
+    ``max_grad_norm`` (if given) while the norms are collected; their mean and population
+    variance then start exponential moving averages :math:`\mu, \sigma^2` (factor
+    ``alpha``). Afterwards a norm :math:`g` with :math:`z = (g-\mu)/\sigma > z_{thresh}`
+    is a spike and is clipped to
+
+    - ``"adaptive_scaling"`` (the paper's default): :math:`\mu + z_{thresh}^2\sigma/z`,
+      clipping harder the larger the spike;
+    - ``"threshold"``: :math:`\mu + z_{thresh}\sigma`;
+    - ``"mean"``: :math:`\mu`.
+
+    The EMAs are then updated with the clipped norm, so a spike does not raise the next
+    threshold; a NaN or infinite norm never enters them.
+
+    Args:
+        alpha: EMA factor, in ``(0, 1)`` (closer to 1: slower statistics).
+        z_thresh: z-score above which a norm is a spike, in ``(0, inf)``.
+        warmup_steps: Finite norms collected before spike detection starts, ``>= 0``
+            (0: the first norm starts the EMAs with zero variance).
+        max_grad_norm: Fixed global-norm limit during warm-up, in ``(0, inf]``, or None.
+        clip_option: Where a spike is clipped to; see above.
+        norm_type: Order ``p`` of the norm, in ``(0, inf]``.
+        foreach: Use the foreach kernels (None: wherever the device supports them).
+
+    Raises:
+        ValueError: An argument out of range or NaN, or an unknown ``clip_option``.
+        TypeError: ``warmup_steps`` is not an int.
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.zeros(1))
+        >>> clip = ZClip(warmup_steps=3, max_grad_norm=None)
+        >>> for g in [1.0, 1.1, 0.9, 1.0, 50.0]:
+        ...     w.grad = torch.tensor([g]); r = clip([w])
+        >>> bool(r.clipped), float(r.clipped_norm) < 2.0
+        (True, True)
+    """
+
+    name = "zclip"
+    _config = ("alpha", "z_thresh", "warmup_steps", "max_grad_norm", "clip_option", "norm_type")
+    _state = ("mean", "var", "steps", "warmup_norms")
+    _EPS = 1e-6
+
+    def __init__(
+        self,
+        alpha: float = 0.97,
+        z_thresh: float = 2.5,
+        warmup_steps: int = 25,
+        max_grad_norm: float | None = 1.0,
+        clip_option: ClipOption = "adaptive_scaling",
+        norm_type: float = 2.0,
+        foreach: bool | None = None,
+    ) -> None:
+        self.alpha = _checks.open_unit("alpha", alpha)
+        self.z_thresh = _checks.positive("z_thresh", z_thresh, allow_inf=False)
+        self.warmup_steps = _checks.non_negative_int("warmup_steps", warmup_steps)
+        self.max_grad_norm = (
+            None if max_grad_norm is None else _checks.positive("max_grad_norm", max_grad_norm)
+        )
+        if clip_option not in ("adaptive_scaling", "threshold", "mean"):
+            raise ValueError(
+                "clip_option must be 'adaptive_scaling', 'threshold' or 'mean', "
+                f"got {clip_option!r}"
+            )
+        self.clip_option = clip_option
+        self.norm_type = _checks.norm_type(norm_type)
+        self.foreach = foreach
+        self.mean = torch.zeros(())
+        self.var = torch.zeros(())
+        self.steps = torch.zeros((), dtype=torch.long)
+        self.warmup_norms = torch.zeros(max(self.warmup_steps, 1))
+
+    def _limit(self, g: torch.Tensor, in_warmup: torch.Tensor) -> torch.Tensor:
+        std = self.var.sqrt()
+        z = (g - self.mean) / (std + self._EPS)
+        ready = self.steps >= max(self.warmup_steps, 1)
+        spike = ready & (z > self.z_thresh)
+        if self.clip_option == "adaptive_scaling":
+            target = self.mean + self.z_thresh * std * (self.z_thresh / z)
+        elif self.clip_option == "threshold":
+            target = self.mean + self.z_thresh * std
+        else:
+            target = self.mean
+        limit = torch.where(spike, target, math.inf)
+        if self.max_grad_norm is not None:
+            limit = torch.where(in_warmup, self.max_grad_norm, limit)
+        return limit
+
+    def _update(self, g: torch.Tensor, limit: torch.Tensor, in_warmup: torch.Tensor) -> None:
+        finite = torch.isfinite(g)
+        v = torch.minimum(g, limit)
+        ema_mean = self.alpha * self.mean + (1 - self.alpha) * v
+        ema_var = self.alpha * self.var + (1 - self.alpha) * (v - ema_mean) ** 2
+        mean = torch.where(finite & ~in_warmup, ema_mean, self.mean)
+        var = torch.where(finite & ~in_warmup, ema_var, self.var)
+        if self.warmup_steps > 0:
+            slot = self.steps.clamp(max=self.warmup_steps - 1).view(1)
+            old = self.warmup_norms.index_select(0, slot)
+            self.warmup_norms.index_copy_(0, slot, torch.where(finite & in_warmup, g, old))
+            done = finite & in_warmup & (self.steps + 1 == self.warmup_steps)
+            mean = torch.where(done, self.warmup_norms.mean(), mean)
+            var = torch.where(done, self.warmup_norms.var(unbiased=False), var)
+        else:
+            first = finite & (self.steps == 0)
+            mean = torch.where(first, g, mean)
+            var = torch.where(first, 0.0, var)
+        self.mean, self.var = mean, var
+        self.steps = self.steps + finite.long()
+
+    @torch.no_grad()
+    def __call__(self, parameters: TensorOrTensors) -> ClipResult:
+        """Clip spikes in place, update the statistics and report; see the class docstring."""
+        grads = _checks.grads_of(_checks.as_tensor_list(parameters))
+        norm = total_norm(grads, self.norm_type, foreach=self.foreach)
+        if not grads:
+            return make_result(norm, torch.ones(()), ~torch.isfinite(norm))
+        self._to(norm.device)
+        g = norm.to(self.mean.dtype)
+        if self.warmup_steps > 0:
+            in_warmup = self.steps < self.warmup_steps
+        else:
+            in_warmup = torch.zeros((), dtype=torch.bool, device=g.device)
+        limit = self._limit(g, in_warmup)
+        coef, nonfinite = coef_for(g, limit)
+        scale_(grads, coef, self.foreach)
+        self._update(g, limit, in_warmup)
+        return make_result(norm, coef.to(norm.dtype), nonfinite)

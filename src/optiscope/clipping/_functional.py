@@ -1,0 +1,335 @@
+"""Clip functions: by value, by global norm (the guide's two, fixed) and unit-wise AGC.
+
+All three work on the whole parameter list at once with torch's foreach kernels, never a
+Python loop of small per-tensor ops, and none copies a value to the host: the pre-clip
+norm comes back as a 0-d tensor on the gradients' device, and the decision to scale is a
+multiplication by ``min(1, coef)`` rather than an ``if`` (which would synchronise on a GPU).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+
+import torch
+
+from optiscope.clipping import _checks
+
+TensorOrTensors = torch.Tensor | Iterable[torch.Tensor]
+
+# Same constant as torch, so our coefficients match torch's bit for bit.
+_EPS = 1e-6
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+__all__ = ["adaptive_clip_grad_", "clip_grad_norm_", "clip_grad_value_"]
+
+
+def by_device(tensors: list[torch.Tensor]) -> dict[torch.device, list[torch.Tensor]]:
+    groups: dict[torch.device, list[torch.Tensor]] = {}
+    for t in tensors:
+        groups.setdefault(t.device, []).append(t)
+    return groups
+
+
+def _norm_dtype(tensors: list[torch.Tensor]) -> torch.dtype:
+    """float64 if any tensor is float64, else float32: fp16/bf16 norms overflow and lose bits."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _foreach_ok(device: torch.device, foreach: bool | None) -> bool:
+    if foreach is False:
+        return False
+    supported = device.type in ("cpu", "cuda", "xpu", "mps") or device.type == (
+        torch._C._get_privateuse1_backend_name()
+    )
+    if foreach and not supported:
+        raise RuntimeError(
+            f"foreach=True was passed, but can't use the foreach API on {device.type} tensors"
+        )
+    return supported
+
+
+def per_tensor_norms(
+    tensors: list[torch.Tensor], norm_type: float, foreach: bool | None = None
+) -> list[torch.Tensor]:
+    """The p-norm of each tensor (float32 or float64), one foreach call per device.
+
+    Low-precision tensors are reduced in float32 (``dtype=`` of the kernel), so a bf16/fp16
+    gradient whose squares overflow still gets a finite norm.
+    """
+    dtype = _norm_dtype(tensors)
+    out: list[torch.Tensor | None] = [None] * len(tensors)
+    index = {id(t): i for i, t in enumerate(tensors)}
+    for device, group in by_device(tensors).items():
+        if _foreach_ok(device, foreach):
+            norms = torch._foreach_norm(group, norm_type, dtype=dtype)
+        else:
+            norms = [torch.linalg.vector_norm(t, norm_type, dtype=dtype) for t in group]
+        for t, n in zip(group, norms):
+            out[index[id(t)]] = n
+    return out  # type: ignore[return-value]
+
+
+def total_norm(
+    grads: list[torch.Tensor],
+    norm_type: float,
+    error_if_nonfinite: bool = False,
+    foreach: bool | None = None,
+) -> torch.Tensor:
+    """The p-norm of all ``grads`` viewed as one vector, as a 0-d tensor (no host sync).
+
+    float32/float64 gradients go through ``torch.nn.utils.get_total_norm`` itself, so the
+    value is torch's to the bit; fp16/bf16 ones are reduced in float32.
+    """
+    if not grads:
+        return torch.tensor(0.0)
+    get_total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6
+    if get_total_norm is not None and not any(g.dtype in _LOW_PRECISION for g in grads):
+        return get_total_norm(grads, norm_type, error_if_nonfinite, foreach)
+    first = grads[0].device
+    norms = per_tensor_norms(grads, norm_type, foreach)
+    result = torch.linalg.vector_norm(torch.stack([n.to(first) for n in norms]), norm_type)
+    if error_if_nonfinite and not torch.isfinite(result):  # syncs, as documented
+        raise RuntimeError(
+            f"The total norm of order {norm_type} for gradients from `parameters` is "
+            "non-finite, so it cannot be clipped. To disable this error and scale the "
+            "gradients by the non-finite norm anyway, set `error_if_nonfinite=False`"
+        )
+    return result
+
+
+def scale_(grads: list[torch.Tensor], coef: torch.Tensor, foreach: bool | None = None) -> None:
+    """Multiply every gradient in place by the 0-d tensor ``coef`` (one kernel per device)."""
+    for device, group in by_device(grads).items():
+        c = coef.to(device)
+        if _foreach_ok(device, foreach):
+            torch._foreach_mul_(group, c)
+        else:
+            for g in group:
+                g.mul_(c)
+
+
+@torch.no_grad()
+def clip_grad_norm_(
+    parameters: TensorOrTensors,
+    max_norm: float,
+    norm_type: float = 2.0,
+    error_if_nonfinite: bool = False,
+    foreach: bool | None = None,
+) -> torch.Tensor:
+    r"""Scale all gradients down together so that their global norm is at most ``max_norm``.
+
+    .. math:: g \leftarrow g \cdot \min\left(1, \frac{\text{max\_norm}}{\lVert g \rVert_p
+              + 10^{-6}}\right)
+
+    Same interface and, for float32/float64 gradients, the same bits as
+    ``torch.nn.utils.clip_grad_norm_`` (it is ``get_total_norm`` followed by
+    ``clip_grads_with_norm_``). fp16/bf16 gradients (unscaled, after
+    ``GradScaler.unscale_``) get their norm computed in float32. No host sync unless
+    ``error_if_nonfinite=True``.
+
+    Args:
+        parameters: A tensor or an iterable of tensors; those without ``.grad`` are skipped.
+        max_norm: Largest allowed global norm, in ``(0, inf]`` (``inf`` only measures).
+        norm_type: Order ``p`` of the norm, in ``(0, inf]`` (``inf``: largest magnitude).
+        error_if_nonfinite: Raise RuntimeError when the norm is NaN or infinite (this check
+            is the one place that synchronises with the host).
+        foreach: Use the foreach kernels (None: wherever the device supports them).
+
+    Returns:
+        The pre-clip global norm as a 0-d tensor (``tensor(0.)`` when there are no
+        gradients, like torch).
+
+    Raises:
+        ValueError: ``max_norm`` or ``norm_type`` outside ``(0, inf]`` or NaN.
+        TypeError: ``parameters`` is not a tensor or an iterable of tensors.
+        RuntimeError: Non-finite norm with ``error_if_nonfinite=True``.
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.zeros(2)); w.grad = torch.tensor([3.0, 4.0])
+        >>> clip_grad_norm_([w], max_norm=1.0)
+        tensor(5.)
+        >>> w.grad
+        tensor([0.6000, 0.8000])
+    """
+    max_norm = _checks.positive("max_norm", max_norm)
+    p = _checks.norm_type(norm_type)
+    params = _checks.as_tensor_list(parameters)
+    grads = _checks.grads_of(params)
+    norm = total_norm(grads, p, error_if_nonfinite, foreach)
+    if grads:
+        clip = getattr(torch.nn.utils, "clip_grads_with_norm_", None)  # torch >= 2.6
+        if clip is not None:
+            clip(params, max_norm, norm, foreach)
+        else:
+            scale_(grads, torch.clamp(max_norm / (norm + _EPS), max=1.0), foreach)
+    return norm
+
+
+@torch.no_grad()
+def clip_grad_value_(
+    parameters: TensorOrTensors, clip_value: float, foreach: bool | None = None
+) -> None:
+    """Clamp every gradient element to ``[-clip_value, clip_value]`` in place.
+
+    The guide's function with torch's interface and results; it delegates to
+    ``torch.nn.utils.clip_grad_value_`` (two foreach kernels per device, no host sync).
+
+    Args:
+        parameters: A tensor or an iterable of tensors; those without ``.grad`` are skipped.
+        clip_value: Largest allowed magnitude, in ``(0, inf]``.
+        foreach: Use the foreach kernels (None: wherever the device supports them).
+
+    Returns:
+        None, like torch.
+
+    Raises:
+        ValueError: ``clip_value`` outside ``(0, inf]`` or NaN.
+        TypeError: ``parameters`` is not a tensor or an iterable of tensors.
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.zeros(3)); w.grad = torch.tensor([-2.0, 0.1, 3.0])
+        >>> clip_grad_value_([w], clip_value=0.5)
+        >>> w.grad
+        tensor([-0.5000,  0.1000,  0.5000])
+    """
+    clip_value = _checks.positive("clip_value", clip_value)
+    params = _checks.as_tensor_list(parameters)
+    torch.nn.utils.clip_grad_value_(params, clip_value, foreach=foreach)
+
+
+@functools.lru_cache(maxsize=16)
+def _unit_layout(
+    shapes: tuple[tuple[int, ...], ...], device: torch.device
+) -> tuple[torch.Tensor, tuple[int, ...], tuple[tuple[int, ...], ...]]:
+    """Segment lengths (on ``device``), unit counts and broadcast shapes for AGC.
+
+    A tensor with more than one dimension has ``shape[0]`` units (rows, output channels);
+    any other tensor is a single unit. Cached per model layout so the host->device copy of
+    the lengths happens once, not every step.
+    """
+    units, lengths, views = [], [], []
+    for shape in shapes:
+        numel = 1
+        for s in shape:
+            numel *= s
+        u = shape[0] if len(shape) > 1 else 1
+        units.append(u)
+        lengths.extend([numel // u] * u)
+        views.append((u,) + (1,) * (len(shape) - 1) if len(shape) > 1 else ())
+    return torch.tensor(lengths, device=device), tuple(units), tuple(views)
+
+
+def _unit_norms(
+    tensors: list[torch.Tensor], lengths: torch.Tensor, norm_type: float, dtype: torch.dtype
+) -> torch.Tensor:
+    """p-norm of every unit of every tensor: one concatenation and one segmented reduction."""
+    flat = torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors])
+    if norm_type == float("inf"):
+        return torch.segment_reduce(flat.abs_(), "max", lengths=lengths, unsafe=True)
+    if norm_type == 2.0:
+        return torch.segment_reduce(flat.square_(), "sum", lengths=lengths, unsafe=True).sqrt_()
+    powered = flat.abs_().pow_(norm_type)
+    return torch.segment_reduce(powered, "sum", lengths=lengths, unsafe=True).pow_(1.0 / norm_type)
+
+
+def agc_(
+    params: list[torch.Tensor],
+    clip_factor: float,
+    eps: float,
+    norm_type: float,
+    *,
+    skip_nonfinite: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unit-wise AGC in place; returns (pre-clip norm, post-clip norm, whether any unit clipped).
+
+    With ``skip_nonfinite`` the gradients are left untouched when their norm is NaN/inf
+    (what the clippers do); without it the maths runs as timm's does.
+    """
+    pairs = [(p, p.grad) for p in params if p.grad is not None and p.numel() > 0]
+    if not pairs:
+        zero = torch.tensor(0.0)
+        return zero, zero.clone(), torch.tensor(False)
+    pre, post, clipped = [], [], []
+    first = pairs[0][1].device
+    for device, group in by_device([g for _, g in pairs]).items():
+        gid = {id(g) for g in group}
+        ws = [p for p, g in pairs if id(g) in gid]
+        lengths, units, views = _unit_layout(tuple(tuple(g.shape) for g in group), device)
+        dtype = _norm_dtype(group)
+        g_norm = _unit_norms(group, lengths, norm_type, dtype)
+        w_norm = _unit_norms(ws, lengths, norm_type, dtype)
+        max_norm = w_norm.clamp_(min=eps).mul_(clip_factor)
+        # timm's rule: keep a unit whose norm is below its limit, else rescale it to the limit.
+        scale = torch.where(g_norm < max_norm, 1.0, max_norm / g_norm.clamp(min=_EPS))
+        if skip_nonfinite:
+            finite = torch.isfinite(torch.linalg.vector_norm(g_norm, norm_type))
+            scale = torch.where(finite, scale, 1.0)
+        scale = scale.to(dtype)
+        torch._foreach_mul_(group, [s.view(v) for s, v in zip(scale.split(units), views)])
+        pre.append(torch.linalg.vector_norm(g_norm, norm_type).to(first))
+        post.append(torch.linalg.vector_norm(g_norm * scale, norm_type).to(first))
+        clipped.append((scale < 1).any().to(first))
+    if len(pre) == 1:
+        return pre[0], post[0], clipped[0]
+    return (
+        torch.linalg.vector_norm(torch.stack(pre), norm_type),
+        torch.linalg.vector_norm(torch.stack(post), norm_type),
+        torch.stack(clipped).any(),
+    )
+
+
+@torch.no_grad()
+def adaptive_clip_grad_(
+    parameters: TensorOrTensors,
+    clip_factor: float = 0.01,
+    eps: float = 1e-3,
+    norm_type: float = 2.0,
+) -> torch.Tensor:
+    r"""Adaptive Gradient Clipping, unit-wise (Brock et al. 2021, NFNets), in place.
+
+    For every unit (each slice along dim 0 of a tensor with more than one dimension, the
+    whole tensor otherwise) with weights :math:`W_u` and gradient :math:`G_u`:
+
+    .. math:: G_u \leftarrow G_u \cdot \frac{\lambda \max(\lVert W_u\rVert, \epsilon)}
+              {\max(\lVert G_u\rVert, 10^{-6})}
+              \quad\text{if}\quad \lVert G_u\rVert \ge \lambda \max(\lVert W_u\rVert,
+              \epsilon)
+
+    Same maths as timm's ``adaptive_clip_grad``, but batched: one concatenation and one
+    segmented reduction for all gradient units, one for all weight units, one foreach
+    multiply; no host sync. The paper leaves the final classifier layer out: pass the
+    parameters without it. Memory: two temporary flat copies of the gradients/weights.
+
+    Args:
+        parameters: A tensor or an iterable of tensors; those without ``.grad`` are skipped.
+        clip_factor: :math:`\lambda`, the largest allowed ratio of gradient to weight norm,
+            in ``(0, inf)``.
+        eps: Floor on the weight norm so zero-initialised units can still move, in
+            ``(0, inf)``.
+        norm_type: Order ``p`` of the unit norms, in ``(0, inf]``.
+
+    Returns:
+        The pre-clip global gradient norm (p-norm over all gradients) as a 0-d tensor.
+
+    Raises:
+        ValueError: ``clip_factor``, ``eps`` or ``norm_type`` out of range or NaN.
+        TypeError: ``parameters`` is not a tensor or an iterable of tensors.
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.ones(2, 2)); w.grad = torch.ones(2, 2)
+        >>> round(float(adaptive_clip_grad_([w], clip_factor=0.1)), 4)
+        2.0
+        >>> w.grad  # each row rescaled to 0.1 * ||row of w|| = 0.1 * sqrt(2)
+        tensor([[0.1000, 0.1000],
+                [0.1000, 0.1000]])
+    """
+    clip_factor = _checks.positive("clip_factor", clip_factor, allow_inf=False)
+    eps = _checks.positive("eps", eps, allow_inf=False)
+    p = _checks.norm_type(norm_type)
+    params = _checks.as_tensor_list(parameters)
+    pre, _, _ = agc_(params, clip_factor, eps, p, skip_nonfinite=False)
+    return pre
