@@ -76,6 +76,14 @@ from optiscope.landscape import (
 from optiscope import curvature  # isort: skip
 
 # --- training -----------------------------------------------------------------------
+from optiscope.training import (
+    AdvancedTrainer,
+    CheckpointError,
+    LRFindResult,
+    StepRecord,
+    lr_find,
+    plot_training_curves,
+)
 
 __all__ = [
     "__version__",
@@ -132,4 +140,10 @@ __all__ = [
     # curvature
     "curvature",
     # training
+    "AdvancedTrainer",
+    "CheckpointError",
+    "LRFindResult",
+    "StepRecord",
+    "lr_find",
+    "plot_training_curves",
 ]

@@ -1,0 +1,86 @@
+"""Top Hessian eigenvectors as landscape directions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Literal
+
+import torch
+from torch import nn
+
+from optiscope.curvature._common import check_int
+from optiscope.curvature._eigen import hessian_eigenvalues
+from optiscope.curvature._hvp import Direction
+
+__all__ = ["hessian_directions"]
+
+
+def hessian_directions(
+    model: nn.Module,
+    loss_fn: Callable[..., torch.Tensor],
+    data: torch.Tensor | Iterable,
+    targets: torch.Tensor | None = None,
+    num_directions: int = 2,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    seed: int | None = None,
+    *,
+    which: Literal["largest", "smallest", "magnitude"] = "largest",
+    max_batches: int | None = None,
+) -> list[Direction]:
+    """The top Hessian eigenvectors as directions for ``landscape.line`` / ``landscape.plane``.
+
+    Drawing the loss along the sharpest directions (rather than random ones) shows the
+    curvature the eigenvalues measure. Each direction is a dict keyed by *every* parameter
+    name of the model, with the parameter's shape, dtype and device; frozen parameters get
+    zeros. The directions are orthonormal over all parameters together, with a
+    deterministic sign (largest entry positive). Pass ``normalization="none"`` to the
+    landscape to keep them as they are (filter normalisation rescales each filter).
+
+    Args:
+        model: The network; restored bit-for-bit afterwards, also on error.
+        loss_fn: ``loss_fn(outputs, targets) -> scalar`` with mean reduction.
+        data: A tensor of inputs (with ``targets``) or a DataLoader of ``(inputs, targets)``.
+        targets: Labels for tensor ``data``; None for a DataLoader.
+        num_directions: How many eigenvectors, >= 1 (2 for a plane).
+        max_iter: Lanczos steps, >= 1.
+        tol: Relative residual tolerance, > 0.
+        seed: Seeds the Lanczos start vector.
+        which: ``"largest"``, ``"smallest"`` or ``"magnitude"`` eigenvalues.
+        max_batches: Use only the first this-many batches of a DataLoader.
+
+    Returns:
+        ``num_directions`` dicts, first = sharpest.
+
+    Raises:
+        ValueError: Arguments out of range (as for :func:`hessian_eigenvalues`).
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Linear(2, 1, bias=False)
+        >>> X = torch.tensor([[1.0, 0.0], [0.0, 2.0]]); y = torch.zeros(2, 1)
+        >>> d1, d2 = hessian_directions(model, torch.nn.functional.mse_loss, X, y, seed=0)
+        >>> d1["weight"].abs().round(decimals=4)
+        tensor([[0., 1.]])
+    """
+    check_int("num_directions", num_directions)
+    result = hessian_eigenvalues(
+        model,
+        loss_fn,
+        data,
+        targets,
+        top_k=num_directions,
+        max_iter=max_iter,
+        tol=tol,
+        seed=seed,
+        which=which,
+        max_batches=max_batches,
+    )
+    directions = []
+    for vec in result.eigenvectors:
+        d = {}
+        for name, p in model.named_parameters():
+            t = vec.get(name)
+            d[name] = torch.zeros_like(p.detach()) if t is None else t.to(p.dtype).clone()
+        directions.append(d)
+    return directions
