@@ -1,0 +1,70 @@
+"""The guide's training-curve figure, returned instead of shown and saved by force."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+__all__ = ["plot_training_curves"]
+
+
+def plot_training_curves(
+    trainer: Any, path: str | os.PathLike | None = None, *, show: bool = False
+) -> Any:
+    """Losses per epoch, learning rate and gradient norm per step, losses on a log scale.
+
+    Args:
+        trainer: Anything with ``train_losses``, ``val_losses``, ``learning_rates`` and
+            ``grad_norms`` lists (an AdvancedTrainer).
+        path: Save the figure here.
+        show: Call ``plt.show()``.
+
+    Returns:
+        The matplotlib Figure (2x2 axes).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> t = SimpleNamespace(train_losses=[1.0, 0.5], val_losses=[1.1, 0.7],
+        ...                     learning_rates=[0.1, 0.05], grad_norms=[2.0, 1.0])
+        >>> len(plot_training_curves(t).axes)
+        4
+    """
+    import matplotlib.pyplot as plt
+
+    epochs = list(range(1, len(trainer.train_losses) + 1))
+    val_epochs = list(range(1, len(trainer.val_losses) + 1))
+    fig, axes = plt.subplots(2, 2, figsize=(15, 10))
+    ax = axes[0, 0]
+    ax.plot(epochs, trainer.train_losses, label="Train", linewidth=2)
+    ax.plot(val_epochs, trainer.val_losses, label="Validation", linewidth=2)
+    ax.set(xlabel="Epoch", ylabel="Loss", title="Training and Validation Loss")
+    ax.legend()
+    ax.grid(True, alpha=0.3)
+    ax = axes[0, 1]
+    ax.plot(trainer.learning_rates, linewidth=1)
+    ax.set(xlabel="Optimizer step", ylabel="Learning Rate", title="Learning Rate Schedule")
+    ax.grid(True, alpha=0.3)
+    ax = axes[1, 0]
+    norms = [g for g in trainer.grad_norms if math.isfinite(g)]
+    if norms:
+        ax.plot(trainer.grad_norms, alpha=0.6)
+        if min(norms) > 0:
+            ax.set_yscale("log")
+    ax.set(xlabel="Optimizer step", ylabel="Gradient Norm (pre-clip)", title="Gradient Norms")
+    ax.grid(True, alpha=0.3)
+    ax = axes[1, 1]
+    positive = all(v > 0 for v in trainer.train_losses + trainer.val_losses if math.isfinite(v))
+    ax.plot(epochs, trainer.train_losses, label="Train", linewidth=2)
+    ax.plot(val_epochs, trainer.val_losses, label="Validation", linewidth=2)
+    if positive and (trainer.train_losses or trainer.val_losses):
+        ax.set_yscale("log")
+    ax.set(xlabel="Epoch", ylabel="Loss (log scale)", title="Loss (Log Scale)")
+    ax.legend()
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+    if show:
+        plt.show()
+    return fig
