@@ -1,0 +1,198 @@
+"""The :class:`Schedule` base class: a pure, closed-form function of the step."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from optiscope.schedules._validate import check_lr, check_step
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["Schedule", "Constant"]
+
+
+class Schedule:
+    """A learning-rate schedule: ``lr = schedule(t)`` for a step (or fractional epoch) ``t >= 0``.
+
+    Subclasses validate their arguments in ``__init__``, store them under the parameter's
+    own name (that is what :meth:`config` reads) and implement ``_value(t)`` for a float
+    ``t`` that is already checked. Nothing is counted inside a schedule: the caller passes
+    the step, so resuming is just passing a later step.
+
+    Example:
+        >>> from optiscope.schedules import StepDecay
+        >>> s = StepDecay(initial_lr=0.1, drop_rate=0.5, epochs_drop=10)
+        >>> s(25), s.get_lr(9)
+        (0.025, 0.1)
+        >>> s.values(3).tolist()
+        [0.1, 0.1, 0.1]
+    """
+
+    #: Whether :meth:`get_momentum` returns values (``ScheduleLR`` then sets momentum).
+    cycles_momentum: bool = False
+
+    def _value(self, t: float) -> float:
+        raise NotImplementedError
+
+    def _momentum(self, t: float) -> float | None:
+        return None
+
+    def get_lr(self, t: float) -> float:
+        """The learning rate at step ``t``.
+
+        Args:
+            t: Step or epoch, a finite real number ``>= 0`` (fractions allowed).
+
+        Returns:
+            The learning rate as a Python float.
+
+        Raises:
+            TypeError: ``t`` is not a real number.
+            ValueError: ``t`` is negative, NaN or infinite.
+        """
+        return float(self._value(check_step(t)))
+
+    def __call__(self, t: float) -> float:
+        return self.get_lr(t)
+
+    def get_momentum(self, t: float) -> float | None:
+        """The momentum (or Adam's ``beta1``) at step ``t``, or None if not cycled."""
+        return self._momentum(check_step(t))
+
+    def values(self, steps: int | Iterable[float] | np.ndarray) -> np.ndarray:
+        """Learning rates for many steps at once.
+
+        Args:
+            steps: A count ``n`` (steps ``0..n-1``) or an array of steps.
+
+        Returns:
+            A float64 array of the same length as the steps.
+
+        Raises:
+            ValueError: A step is negative or not finite, or the count is negative.
+        """
+        ts = _steps_array(steps)
+        return np.array([float(self._value(float(t))) for t in ts], dtype=np.float64)
+
+    def momenta(self, steps: int | Iterable[float] | np.ndarray) -> np.ndarray | None:
+        """Momentum values for many steps, or None when the schedule does not cycle it."""
+        if not self.cycles_momentum:
+            return None
+        return np.array([self._momentum(float(t)) for t in _steps_array(steps)])
+
+    def events(self, total_steps: int) -> list[tuple[float, str]]:
+        """Notable steps below ``total_steps`` (warmup end, restarts, milestones) with labels."""
+        return []
+
+    def plot(
+        self,
+        steps: int = 100,
+        *,
+        ax: Axes | None = None,
+        path: str | None = None,
+        show: bool = False,
+        yscale: str = "linear",
+        marks: bool = True,
+        title: str | None = None,
+        xlabel: str = "Step",
+    ) -> Figure:
+        """Draw the schedule over ``steps`` steps and return the Figure (never blocks).
+
+        Args:
+            steps: Number of steps to draw (``0..steps-1``).
+            ax: Axes to draw into; a new figure is created when None.
+            path: Save the figure there when given.
+            show: Call ``plt.show()`` (blocks on interactive backends).
+            yscale: ``"linear"`` or ``"log"``.
+            marks: Mark the peak, the minimum and :meth:`events`.
+            title: Title; defaults to the schedule's repr.
+            xlabel: Label of the x axis.
+
+        Returns:
+            The matplotlib Figure.
+        """
+        from optiscope.schedules._plot import plot_schedule
+
+        return plot_schedule(
+            self,
+            steps,
+            ax=ax,
+            path=path,
+            show=show,
+            yscale=yscale,
+            marks=marks,
+            title=title,
+            xlabel=xlabel,
+        )
+
+    def config(self) -> dict[str, Any]:
+        """The schedule as plain data: ``{"name": ..., **params}`` (nested for composites).
+
+        Only ints, floats, strings, bools, None, lists and dicts, so it is safe for
+        ``torch.load(weights_only=True)``, JSON and TOML. :func:`get_schedule` rebuilds it.
+        """
+        from optiscope.schedules._registry import registry_name
+
+        out: dict[str, Any] = {"name": registry_name(type(self))}
+        for name in inspect.signature(type(self).__init__).parameters:
+            if name == "self":
+                continue
+            out[name] = _plain(getattr(self, name))
+        return out
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
+        return f"{type(self).__name__}({params})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Schedule) and self.config() == other.config()
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Schedule):
+        return value.config()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _steps_array(steps: int | Iterable[float] | np.ndarray) -> np.ndarray:
+    if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool):
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0, got {steps}")
+        return np.arange(int(steps), dtype=np.float64)
+    ts = np.asarray(list(steps) if not isinstance(steps, np.ndarray) else steps, dtype=np.float64)
+    if ts.ndim != 1:
+        raise ValueError(f"steps must be a count or a 1-D sequence, got shape {ts.shape}")
+    if ts.size and (not np.all(np.isfinite(ts)) or ts.min() < 0):
+        raise ValueError("steps must be finite numbers >= 0")
+    return ts
+
+
+class Constant(Schedule):
+    """A constant learning rate.
+
+    Args:
+        value: The learning rate, ``>= 0``.
+
+    Raises:
+        ValueError: ``value`` is negative or not finite.
+
+    Example:
+        >>> Constant(0.01)(123)
+        0.01
+    """
+
+    def __init__(self, value: float = 0.1) -> None:
+        self.value = check_lr("value", value)
+
+    def _value(self, t: float) -> float:
+        return self.value
