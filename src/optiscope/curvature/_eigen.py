@@ -175,8 +175,11 @@ def _lanczos_eigs(
         idx = _select(theta, top_k, which)
         residuals = beta.abs() * S[-1, idx].abs()
         # Relative to each eigenvalue, floored by the spectral scale for near-zero ones.
-        scale = torch.clamp(theta[idx].abs(), min=1e-3 * theta.abs().max())
-        converged = bool((residuals <= tol * scale).all())
+        floor = 1e-3 * theta.abs().max()
+        scale = torch.clamp(theta[idx].abs(), min=floor)
+        converged = bool((residuals <= tol * scale).all()) and _frontier_converged(
+            T, beta, which, tol, floor
+        )
         if converged:
             break
     if lz.steps == op.numel:
@@ -185,6 +188,27 @@ def _lanczos_eigs(
     vectors = S[:, idx].T.to(device=Q.device, dtype=Q.dtype) @ Q
     vectors = vectors / torch.linalg.vector_norm(vectors, dim=1, keepdim=True)
     return theta[idx].clone(), vectors, residuals, lz.steps, converged
+
+
+def _frontier_converged(
+    T: torch.Tensor, beta: torch.Tensor, which: str, tol: float, floor: torch.Tensor
+) -> bool:
+    """Whether the block explored since the last restart has converged its extreme value.
+
+    After a breakdown the earlier blocks hold exact eigenvalues, but the complement they
+    leave may hold larger ones (or more copies of the same one: a single Krylov sequence
+    sees each distinct eigenvalue once). Stopping is allowed only once the current block
+    has pinned down its own extreme Ritz value.
+    """
+    if beta == 0:
+        return False  # a restart just happened: the new block is still unexplored
+    off = torch.diagonal(T, 1)
+    zeros = (off == 0).nonzero()
+    start = int(zeros[-1]) + 1 if zeros.numel() else 0
+    theta, S = torch.linalg.eigh(T[start:, start:])
+    j = int(_select(theta, 1, which)[0])
+    scale = torch.clamp(theta[j].abs(), min=floor)
+    return bool(beta.abs() * S[-1, j].abs() <= tol * scale)
 
 
 def _power_eigs(
