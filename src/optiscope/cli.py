@@ -78,4 +78,10 @@ def _load_commands() -> None:
 
 
 # Modules that define subcommands with @command(...).
-_COMMAND_MODULES: list[str] = []
+_COMMAND_MODULES: list[str] = [
+    "optiscope._commands.demo",
+    "optiscope._commands.train",
+    "optiscope._commands.lr_find",
+    "optiscope._commands.landscape",
+    "optiscope._commands.report",
+]

@@ -188,6 +188,11 @@ class TrainSection:
     checkpoint_every_steps: int = _opt(0, "an int >= 0 (0: at epoch ends only)", _ge(0))
     nonfinite: str = _opt("skip", "one of skip, raise, ignore", choices=("skip", "raise", "ignore"))
     early_stopping_patience: int = _opt(0, "an int >= 0 (0: off)", _ge(0))
+    monitor: str = _opt(
+        "val_loss",
+        "one of val_loss, val_accuracy, train_loss",
+        choices=("val_loss", "val_accuracy", "train_loss"),
+    )
     progress: bool = _opt(False, "true or false")
     trajectory_every_epochs: int = _opt(1, "an int >= 1", _ge(1))
 

@@ -1,0 +1,308 @@
+"""Landscape and curvature figures around a model's current weights, for a run's report.
+
+Everything here calls :mod:`optiscope.landscape` and :mod:`optiscope.curvature` (which
+restore the model bit-for-bit) and only decides what to compute, at which resolution,
+and how to caption it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from optiscope.app.config import CurvatureSection, LandscapeSection
+from optiscope.app.figures import save_figure, surface_plotly_json
+
+__all__ = ["FigureSpec", "Analysis", "evaluation_data", "landscape_figures", "curvature_figures"]
+
+# Concatenate the evaluation split into one tensor pair up to this many samples: the
+# landscape engine then evaluates a whole grid chunk per pass instead of per batch.
+_MAX_TENSOR_SAMPLES = 16384
+
+
+@dataclass
+class FigureSpec:
+    """A figure written to disk, with the words the report shows for it."""
+
+    title: str
+    caption: str
+    file: Path
+    kind: str = "image"
+
+
+@dataclass
+class Analysis:
+    """Figures plus the numbers they summarise (for the report's table)."""
+
+    figures: list[FigureSpec] = field(default_factory=list)
+    numbers: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def evaluation_data(loader: Iterable, max_batches: int = 0) -> tuple[Any, Any]:
+    """``(data, targets)`` for the landscape and curvature calls.
+
+    Small splits become one tensor pair (fast); anything else stays a loader (targets
+    None), read up to ``max_batches`` batches by the callee.
+    """
+    inputs, targets, n = [], [], 0
+    for k, batch in enumerate(loader):
+        if max_batches and k >= max_batches:
+            break
+        x, y = batch
+        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+            return loader, None
+        inputs.append(x)
+        targets.append(y)
+        n += x.shape[0]
+        if n > _MAX_TENSOR_SAMPLES:
+            return loader, None
+    if not inputs:
+        raise ValueError("the evaluation split is empty: it yielded no batches")
+    return torch.cat(inputs), torch.cat(targets)
+
+
+def _progress(echo: Callable[[str], None], what: str, t0: float) -> None:
+    echo(f"  {what} ({time.perf_counter() - t0:.1f}s)")
+
+
+def landscape_figures(
+    model: nn.Module,
+    loss_fn: Callable[..., torch.Tensor],
+    data: Any,
+    targets: Any,
+    cfg: LandscapeSection,
+    fig_dir: Path,
+    *,
+    trajectory: Sequence[dict[str, torch.Tensor]] = (),
+    device: torch.device | None = None,
+    echo: Callable[[str], None] = print,
+) -> Analysis:
+    """1-D lines, a 2-D contour and 3-D surface, and the PCA trajectory plane.
+
+    Args:
+        model: The trained network (left exactly as it was).
+        loss_fn: Its loss.
+        data: Inputs tensor, or a loader (then ``targets`` is None).
+        targets: Labels for tensor ``data``.
+        cfg: Which figures and how fine.
+        fig_dir: Where the PNG/JSON files go.
+        trajectory: Parameter snapshots over training (oldest first), for the PCA plane.
+        device: Evaluate there.
+        echo: Progress lines.
+
+    Returns:
+        The figures and numbers (sharpness, explained variance).
+    """
+    from optiscope import landscape as L
+
+    out = Analysis()
+    t0 = time.perf_counter()
+    mb = cfg.max_batches or None
+    common = {"max_batches": mb, "device": device, "progress": False}
+    span = tuple(cfg.alpha_range)
+    metrics = ("loss", "accuracy") if _is_classification(loss_fn) else ("loss",)
+    n = max(cfg.num_directions, 2 if (cfg.plane or cfg.surface) else 1)
+    dirs = L.random_directions(
+        model, n, normalization=cfg.normalization, seed=cfg.seed, orthogonal=False
+    )
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    norm = cfg.normalization
+    if cfg.line:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 5))
+        sharp = []
+        for k, d in enumerate(dirs[: cfg.num_directions]):
+            ls = L.line(model, loss_fn, data, targets, d, span, cfg.line_points, metrics, **common)
+            L.plot_line(ls, ax=ax, label=f"direction {k + 1}")
+            sharp.append(ls.sharpness().curvature[0])
+            if k == 0:
+                ls.save(fig_dir / "line_1.npz")
+        ax.set_title(f"Loss along {len(sharp)} random {norm}-normalised directions")
+        out.figures.append(
+            FigureSpec(
+                "1-D loss along random directions",
+                f"Loss at theta + alpha * d for {len(sharp)} Gaussian directions with "
+                f"{norm}-wise normalisation (Li et al. 2018); a wide, flat basin around "
+                "alpha = 0 means the minimum is robust to perturbation, and similar curves "
+                "mean the geometry does not depend on the direction drawn.",
+                save_figure(fig, fig_dir / "landscape_1d.png"),
+            )
+        )
+        out.numbers["line curvature (quadratic fit at 0)"] = float(np.median(sharp))
+        _progress(echo, f"1-D landscape: {len(sharp)} x {cfg.line_points} points", t0)
+    if cfg.plane or cfg.surface:
+        ls = L.plane(
+            model, loss_fn, data, targets, dirs[0], dirs[1], span, None, cfg.plane_points,
+            metrics, **common,
+        )  # fmt: skip
+        ls.save(fig_dir / "plane.npz")
+        log = bool(ls.loss.max() > 20 * max(ls.loss.min(), 1e-12))
+        if cfg.plane:
+            fig = L.plot_contour(ls, log=log)
+            fig.axes[0].set_title("Loss contour around the final weights")
+            out.figures.append(
+                FigureSpec(
+                    "2-D loss contour (random directions)",
+                    "Contours of the loss on the plane spanned by two filter-normalised "
+                    "random directions, final weights at the centre, direction 1 on x; "
+                    "round, evenly spaced contours mean a well-conditioned basin, "
+                    "stretched ones an anisotropic (ill-conditioned) one."
+                    + (" Colours are log10 of the loss." if log else ""),
+                    save_figure(fig, fig_dir / "landscape_contour.png"),
+                )
+            )
+        if cfg.surface:
+            fig = L.plot_surface(ls, log=log)
+            out.figures.append(
+                FigureSpec(
+                    "3-D loss surface",
+                    "The same plane as a surface: look for a single smooth bowl "
+                    "(convex-looking, easy to optimise) rather than a chaotic, "
+                    "many-valleyed one.",
+                    save_figure(fig, fig_dir / "landscape_surface.png"),
+                )
+            )
+            try:
+                path = surface_plotly_json(
+                    ls.alphas, ls.betas, ls.loss, title="Loss surface (drag to rotate)",
+                    path=fig_dir / "landscape_surface.plotly.json", log=log,
+                )  # fmt: skip
+                out.figures.append(
+                    FigureSpec(
+                        "Interactive loss surface",
+                        "Rotate and zoom the surface; hover for the loss at each grid point.",
+                        path,
+                        "plotly",
+                    )
+                )
+            except ImportError:
+                out.notes.append("interactive surface skipped: plotly is not installed")
+        _progress(echo, f"2-D landscape: {cfg.plane_points}x{cfg.plane_points} points", t0)
+    if cfg.trajectory:
+        spec = _trajectory_figure(model, loss_fn, data, targets, cfg, fig_dir, trajectory,
+                                  metrics, common, out)  # fmt: skip
+        if spec is not None:
+            out.figures.append(spec)
+            _progress(echo, f"PCA trajectory plane: {len(trajectory)} snapshots", t0)
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def _trajectory_figure(model, loss_fn, data, targets, cfg, fig_dir, trajectory, metrics,
+                       common, out: Analysis) -> FigureSpec | None:  # fmt: skip
+    from optiscope import landscape as L
+
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    states = [{n: s[n] for n in names if n in s} for s in trajectory]
+    if len(states) < 3:
+        out.notes.append(
+            f"trajectory plane skipped: {len(states)} weight snapshots (needs at least 3 epochs)"
+        )
+        return None
+    final = {n: p.detach() for n, p in model.named_parameters() if n in names}
+    pca = L.pca_directions(final, states, names=names)
+    coords = L.project_trajectory(final, states, pca.d1, pca.d2)
+    # The PCA directions are unit vectors, so the plane must be sized to the path.
+    reach = np.abs(coords).max(axis=0) * 1.25 + 1e-8
+    ls = L.plane(
+        model, loss_fn, data, targets, pca.d1, pca.d2, (-reach[0], reach[0]),
+        (-reach[1], reach[1]), cfg.plane_points, metrics, **common,
+    )  # fmt: skip
+    ls.save(fig_dir / "trajectory_plane.npz")
+    log = bool(ls.loss.max() > 20 * max(ls.loss.min(), 1e-12))
+    fig = L.plot_trajectory(ls, coords, explained=pca.explained_variance_ratio, log=log)
+    ev = pca.explained_variance_ratio
+    out.numbers["trajectory variance explained by PC1+PC2"] = float(ev[0] + ev[1])
+    return FigureSpec(
+        "Training trajectory on the PCA plane",
+        f"The weights after each epoch projected onto the top two principal directions of "
+        f"the path (together {100 * (ev[0] + ev[1]):.0f}% of its variance), over the loss "
+        "on that plane; a path that runs straight down the contours means the optimiser "
+        "found a direct route, zig-zags across a valley mean oscillation.",
+        save_figure(fig, fig_dir / "trajectory_pca.png"),
+    )
+
+
+def _is_classification(loss_fn: Any) -> bool:
+    return isinstance(loss_fn, nn.CrossEntropyLoss | nn.NLLLoss)
+
+
+def curvature_figures(
+    model: nn.Module,
+    loss_fn: Callable[..., torch.Tensor],
+    data: Any,
+    targets: Any,
+    cfg: CurvatureSection,
+    fig_dir: Path,
+    *,
+    seed: int = 0,
+    echo: Callable[[str], None] = print,
+) -> Analysis:
+    """Top Hessian eigenvalue(s), Hutchinson trace, and the loss along the sharpest direction.
+
+    Returns:
+        The figures (loss along the top eigenvector beside a random direction) and numbers.
+    """
+    from optiscope import curvature as C
+    from optiscope import landscape as L
+
+    out = Analysis()
+    t0 = time.perf_counter()
+    mb = cfg.max_batches or None
+    eig = C.hessian_eigenvalues(
+        model, loss_fn, data, targets, top_k=cfg.top_k, max_iter=cfg.max_iter, seed=seed,
+        max_batches=mb,
+    )  # fmt: skip
+    values = [float(v) for v in eig.eigenvalues]
+    out.numbers["top Hessian eigenvalue"] = values[0]
+    if len(values) > 1:
+        out.numbers["top Hessian eigenvalues"] = values
+    if not eig.converged:
+        out.notes.append(
+            f"Hessian eigenvalue iteration stopped at max_iter={cfg.max_iter} before meeting "
+            "its tolerance"
+        )
+    _progress(echo, f"top Hessian eigenvalue {values[0]:.4g}", t0)
+    if cfg.trace_samples:
+        tr = C.hessian_trace(
+            model, loss_fn, data, targets, max_iter=cfg.trace_samples, seed=seed, max_batches=mb
+        )
+        out.numbers["Hessian trace"] = float(tr.trace)
+        out.numbers["Hessian trace stderr"] = float(tr.stderr)
+        _progress(echo, f"Hessian trace {tr.trace:.4g} +- {tr.stderr:.2g}", t0)
+    # The loss along the sharpest direction next to a random unit direction of the same
+    # norm shows what the eigenvalue means: how much faster the loss rises there.
+    import matplotlib.pyplot as plt
+
+    top = eig.eigenvectors[0]
+    rnd = L.random_direction(model, normalization="model", seed=seed)
+    scale = float(torch.sqrt(sum((v.double() ** 2).sum() for v in rnd.values())))
+    rnd = {k: v / scale for k, v in rnd.items()}
+    radius = 2.0 / max(abs(values[0]), 1e-8) ** 0.5
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, d in (("top Hessian eigenvector", top), ("random unit direction", rnd)):
+        ls = L.line(model, loss_fn, data, targets, d, (-radius, radius), 41, max_batches=mb,
+                    progress=False)  # fmt: skip
+        L.plot_line(ls, ax=ax, label=label)
+    ax.set_title(f"Loss along the sharpest direction (lambda_max = {values[0]:.3g})")
+    out.figures.append(
+        FigureSpec(
+            "Loss along the top Hessian eigenvector",
+            "The loss along the unit eigenvector of the largest Hessian eigenvalue next to a "
+            "random unit direction; near 0 the first follows lambda_max * alpha^2 / 2, so "
+            "the gap between the curves is how much sharper the sharpest direction is.",
+            save_figure(fig, fig_dir / "hessian_top_direction.png"),
+        )
+    )
+    out.seconds = time.perf_counter() - t0
+    return out

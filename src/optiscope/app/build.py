@@ -1,0 +1,364 @@
+"""Build what a config names: data loaders, model, optimizer, schedule, clipper, loss.
+
+Everything here raises :class:`~optiscope.app.config.ConfigError` (a ValueError) naming the
+config key, so the command line prints one line instead of a traceback. Factories named by
+an import path are called with the table's keys as keyword arguments, checked against the
+factory's signature first so a typo is reported with the allowed names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from optiscope.app.config import ConfigError, RunConfig
+
+__all__ = [
+    "Components",
+    "build_components",
+    "build_data",
+    "build_model",
+    "build_optimizer",
+    "build_schedule",
+    "build_clipper",
+    "build_loss",
+    "resolve_import",
+    "pick_device",
+]
+
+
+def resolve_import(path: str, where: str) -> Callable[..., Any]:
+    """The callable that ``package.module:attr`` names.
+
+    Raises:
+        ConfigError: The module cannot be imported, has no such attribute, or it is not
+            callable; the message names ``where`` (the config key).
+    """
+    module_name, _, attr = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as e:  # noqa: BLE001 - any import-time failure is the user's module
+        raise ConfigError(f"{where}: cannot import module {module_name!r}: {e}") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"{where}: module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"{where}: {path!r} is not callable")
+    return obj
+
+
+def _keyword_names(fn: Callable[..., Any]) -> tuple[list[str], bool]:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return [], True
+    names = [
+        p.name
+        for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"
+    ]
+    var_kw = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    return names, var_kw
+
+
+def call_with(where: str, fn: Callable[..., Any], kwargs: dict[str, Any], label: str) -> Any:
+    """Call ``fn(**kwargs)`` after checking the keys against its signature.
+
+    Raises:
+        ConfigError: An unknown key (listing the allowed ones), or the factory rejected a
+            value with ValueError/TypeError (its message is kept).
+    """
+    names, var_kw = _keyword_names(fn)
+    if not var_kw:
+        unknown = [k for k in kwargs if k not in names]
+        if unknown:
+            allowed = ", ".join(n for n in names) or "(none)"
+            raise ConfigError(
+                f"unknown key {unknown[0]!r} in {where} for {label}; allowed: {allowed}"
+            )
+    try:
+        return fn(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{where} ({label}): {e}") from None
+
+
+def pick_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` (an error when none is present) or ``auto``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("[run] device: 'cuda' was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def build_data(cfg: RunConfig) -> tuple[Any, Any]:
+    """``(train_loader, val_loader)`` for ``[data]``.
+
+    The built-in ``digits`` are split by ``[run] seed``; they come as ``(B, 1, 8, 8)``
+    images when the model is the built-in CNN. A factory ``package.module:fn`` gets the
+    table's other keys, plus ``batch_size``, ``val_fraction`` and ``seed`` when its
+    signature takes them, and must return ``(train_loader, val_loader)``.
+    """
+    d = cfg.data
+    if d.name == "digits":
+        from optiscope.data import digits_loaders
+
+        params = {"image": cfg.model.name == "cnn", **d.params}
+        kwargs = {"batch_size": d.batch_size, "val_fraction": d.val_fraction, "seed": cfg.run.seed}
+        fn = digits_loaders
+        allowed = {"image", "shuffle"}
+        unknown = sorted(set(params) - allowed)
+        if unknown:
+            raise ConfigError(
+                f"unknown key {unknown[0]!r} in [data] for digits; allowed: "
+                "name, batch_size, val_fraction, image, shuffle"
+            )
+        out = call_with("[data]", fn, {**kwargs, **params}, "digits")
+    else:
+        fn = resolve_import(d.name, "[data] name")
+        names, var_kw = _keyword_names(fn)
+        extra = {
+            k: v
+            for k, v in (
+                ("batch_size", d.batch_size),
+                ("val_fraction", d.val_fraction),
+                ("seed", cfg.run.seed),
+            )
+            if (k in names or var_kw) and k not in d.params
+        }
+        out = call_with("[data]", fn, {**extra, **d.params}, d.name)
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise ConfigError(
+            f"[data] name: {d.name!r} must return (train_loader, val_loader), "
+            f"got {type(out).__name__}"
+        )
+    return out[0], out[1]
+
+
+def build_model(cfg: RunConfig) -> nn.Module:
+    """The ``nn.Module`` for ``[model]`` (``mlp``, ``cnn`` or a factory)."""
+    m = cfg.model
+    if m.name in ("mlp", "cnn"):
+        from optiscope.models import digits_cnn, digits_mlp
+
+        fn = digits_mlp if m.name == "mlp" else digits_cnn
+        label = fn.__name__
+    else:
+        fn = resolve_import(m.name, "[model] name")
+        label = m.name
+    # Seeded so the initial weights, and hence the whole run, are reproducible.
+    torch.manual_seed(cfg.run.seed)
+    model = call_with("[model]", fn, dict(m.params), label)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"[model] name: {label} must return an nn.Module, got {type(model)}")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"[model] name: {label} returned a model with no trainable parameters")
+    return model
+
+
+def build_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """The torch optimizer for ``[optimizer]``.
+
+    Weight decay goes to weight matrices and conv kernels only: decaying biases and norm
+    scales hurts and is what nanoGPT, timm and HF leave out too.
+    """
+    o = cfg.optimizer
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [
+        g for g in ({"params": decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]
+    ]
+    if o.name in ("adamw", "adam"):
+        cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+        kwargs: dict[str, Any] = {
+            "lr": o.lr,
+            "weight_decay": o.weight_decay,
+            "betas": tuple(o.betas),
+        }
+    elif o.name == "sgd":
+        cls = torch.optim.SGD
+        kwargs = {
+            "lr": o.lr,
+            "weight_decay": o.weight_decay,
+            "momentum": o.momentum,
+            "nesterov": o.nesterov,
+        }
+    else:
+        cls = torch.optim.RMSprop
+        kwargs = {"lr": o.lr, "weight_decay": o.weight_decay, "momentum": o.momentum}
+    try:
+        return cls(groups, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"[optimizer] ({o.name}): {e}") from None
+
+
+# Parameter names a schedule may use for its peak value, tried in this order.
+_PEAK_NAMES = ("initial_lr", "max_lr", "target_lr", "peak_lr", "value")
+_LENGTH_NAMES = ("total_steps", "T_max")
+
+
+def schedule_lengths(cfg: RunConfig, steps_per_epoch: int) -> tuple[int, int]:
+    """``(total, warmup)`` in the schedule's unit (optimizer steps, or epochs)."""
+    if cfg.schedule.interval == "epoch":
+        total = cfg.train.epochs
+        warmup = math.ceil(cfg.schedule.warmup_epochs)
+    else:
+        total = cfg.train.epochs * steps_per_epoch
+        warmup = round(cfg.schedule.warmup_epochs * steps_per_epoch)
+    return total, warmup
+
+
+def build_schedule(cfg: RunConfig, steps_per_epoch: int) -> Any:
+    """The optiscope schedule for ``[schedule]``, with lengths and peak filled in.
+
+    Keys the user leaves out are filled when the schedule takes them: its peak
+    (``initial_lr``, ``max_lr``, ``target_lr``, ...) from ``[optimizer] lr``, ``total_steps``
+    or ``T_max`` from the run's length, and ``warmup_steps`` from ``warmup_epochs``. A
+    schedule without its own warmup gets one in front (``LinearWarmup(after=...)``).
+    """
+    from optiscope import schedules
+
+    s = cfg.schedule
+    total, warmup = schedule_lengths(cfg, steps_per_epoch)
+    if warmup >= total:
+        raise ConfigError(
+            f"[schedule] warmup_epochs: must be shorter than [train] epochs "
+            f"({cfg.train.epochs}), got {s.warmup_epochs!r}"
+        )
+    cls = _schedule_class(s.name)
+    names, _ = _keyword_names(cls)
+    params = dict(s.params)
+    takes_warmup = "warmup_steps" in names
+    for peak in _PEAK_NAMES:
+        if peak in names:
+            params.setdefault(peak, cfg.optimizer.lr)
+            break
+    if takes_warmup:
+        params.setdefault("warmup_steps", warmup)
+    length = total if takes_warmup or warmup == 0 else total - warmup
+    for name in _LENGTH_NAMES:
+        if name in names:
+            params.setdefault(name, length)
+    _check_keys("[schedule]", cls, params, s.name)
+    schedule = call_with("[schedule]", schedules.get_schedule, {"name": s.name, **params}, s.name)
+    if warmup > 0 and not takes_warmup:
+        schedule = call_with(
+            "[schedule]",
+            schedules.LinearWarmup,
+            {"target_lr": None, "warmup_steps": warmup, "after": schedule},
+            "linear_warmup",
+        )
+    return schedule
+
+
+def _check_keys(where: str, cls: Any, params: dict[str, Any], label: str) -> None:
+    names, var_kw = _keyword_names(cls)
+    unknown = [k for k in params if k not in names]
+    if unknown and not var_kw:
+        raise ConfigError(
+            f"unknown key {unknown[0]!r} in {where} for {label}; allowed: "
+            + (", ".join(["name", *names]) if names else "name")
+        )
+
+
+def _registry_lookup(where: str, registry: dict[str, Any], name: str, kind: str) -> Any:
+    cls = registry.get(name.strip().lower() if kind == "clipper" else name)
+    if cls is None:
+        close = difflib.get_close_matches(name, list(registry), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"{where} name: unknown {kind} {name!r}{hint}; known: {', '.join(sorted(registry))}"
+        )
+    return cls
+
+
+def _schedule_class(name: str) -> Any:
+    from optiscope.schedules import SCHEDULES
+
+    return _registry_lookup("[schedule]", SCHEDULES, name, "schedule")
+
+
+def build_clipper(cfg: RunConfig) -> Any:
+    """The clipper for ``[clipping]``, or None for ``name = "none"``."""
+    c = cfg.clipping
+    if c.name == "none":
+        if c.params:
+            raise ConfigError(
+                f"unknown key {next(iter(c.params))!r} in [clipping] for 'none'; "
+                "set name to a clipper to give it parameters"
+            )
+        return None
+    from optiscope.clipping import CLIPPERS, get_clipper
+
+    cls = _registry_lookup("[clipping]", CLIPPERS, c.name, "clipper")
+    _check_keys("[clipping]", cls, c.params, c.name)
+    return call_with("[clipping]", get_clipper, {"name": c.name, **c.params}, c.name)
+
+
+def build_loss(cfg: RunConfig) -> Callable[..., torch.Tensor]:
+    """The loss function for ``[train] loss``."""
+    name = cfg.train.loss
+    if name == "cross_entropy":
+        return nn.CrossEntropyLoss()
+    if name == "mse":
+        return nn.MSELoss()
+    fn = resolve_import(name, "[train] loss")
+    # A class (nn.Module subclass) is instantiated; a function is used as is.
+    return fn() if inspect.isclass(fn) else fn
+
+
+@dataclass
+class Components:
+    """Everything a run needs, built from a config."""
+
+    model: nn.Module
+    train_loader: Any
+    val_loader: Any
+    optimizer: torch.optim.Optimizer
+    schedule: Any
+    clipper: Any
+    loss_fn: Callable[..., torch.Tensor]
+    device: torch.device
+    steps_per_epoch: int
+
+    @property
+    def num_params(self) -> int:
+        """Trainable parameter count."""
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+
+def build_components(cfg: RunConfig) -> Components:
+    """Build everything ``cfg`` names; every problem is a ConfigError naming its key."""
+    device = pick_device(cfg.run.device)
+    train_loader, val_loader = build_data(cfg)
+    try:
+        n_batches = len(train_loader)
+    except TypeError:
+        raise ConfigError("[data] name: the train loader must have a length") from None
+    if n_batches == 0:
+        raise ConfigError("[data]: the train loader yields no batches")
+    steps_per_epoch = max(1, n_batches // cfg.train.grad_accum_steps)
+    model = build_model(cfg).to(device)
+    optimizer = build_optimizer(cfg, model)
+    schedule = build_schedule(cfg, steps_per_epoch)
+    return Components(
+        model=model,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        optimizer=optimizer,
+        schedule=schedule,
+        clipper=build_clipper(cfg),
+        loss_fn=build_loss(cfg),
+        device=device,
+        steps_per_epoch=steps_per_epoch,
+    )

@@ -1,0 +1,444 @@
+"""The run pipeline: a config in, a run directory with metrics, checkpoints, figures and
+``report.html`` out. ``optiscope train`` and ``optiscope demo`` are this code with
+different configs; ``lr-find`` and ``landscape`` reuse its pieces.
+
+Run directory layout (``[run] out_dir / name``)::
+
+    config.toml          the full config used (defaults filled in)
+    metrics.csv/.jsonl   per-step and per-epoch metrics (written by the trainer)
+    checkpoints/         last.pt (every epoch) and best.pt (best validation loss)
+    trajectory/          weights after each epoch, for the PCA trajectory plane
+    figures/             every figure as PNG (+ the interactive surface as plotly JSON)
+    summary.json         the numbers of the summary table
+    report.json          what the report shows; report.html is rendered from it
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from optiscope.app import summary as S
+from optiscope.app.analysis import (
+    Analysis,
+    FigureSpec,
+    curvature_figures,
+    evaluation_data,
+    landscape_figures,
+)
+from optiscope.app.build import Components, build_components, schedule_lengths
+from optiscope.app.config import ConfigError, RunConfig, config_to_toml
+from optiscope.app.figures import save_figure, training_curves_figure
+from optiscope.app.trajectory import TrajectoryRecorder, load_trajectory
+
+__all__ = [
+    "RunResult",
+    "LRFindRun",
+    "LandscapeRun",
+    "train_run",
+    "lr_find_run",
+    "landscape_run",
+    "with_out_dir",
+]
+
+Echo = Callable[[str], None]
+
+
+def _echo(msg: str) -> None:
+    print(msg, flush=True)
+
+
+@dataclass
+class RunResult:
+    """What :func:`train_run` produced."""
+
+    run_dir: Path
+    report_path: Path | None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LRFindRun:
+    """What :func:`lr_find_run` produced."""
+
+    figure: Path
+    suggestion: float
+    result: Any
+
+
+@dataclass
+class LandscapeRun:
+    """What :func:`landscape_run` produced."""
+
+    figures: list[Path]
+    report_path: Path | None
+
+
+def with_out_dir(cfg: RunConfig, out_dir: str | os.PathLike | None) -> RunConfig:
+    """``cfg`` with ``[run] out_dir`` replaced (unchanged when ``out_dir`` is None)."""
+    if out_dir is None:
+        return cfg
+    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out_dir=str(out_dir)))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch so a config reproduces its run."""
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - user code draws from the legacy global state
+    torch.manual_seed(seed)
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    if resume:
+        if not ckpt.is_file():
+            raise ConfigError(f"nothing to resume: {ckpt} does not exist (run without --resume)")
+        return
+    if run_dir.exists() and not overwrite and ckpt.exists():
+        raise ConfigError(
+            f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to "
+            "start over"
+        )
+    if run_dir.exists() and overwrite:
+        # Only what a run writes is removed, never anything else the user put there.
+        for name in ("checkpoints", "trajectory", "figures"):
+            shutil.rmtree(run_dir / name, ignore_errors=True)
+        for name in ("metrics.csv", "metrics.jsonl", "summary.json", "report.json",
+                     "report.html", "lr_find.json", "config.toml"):  # fmt: skip
+            (run_dir / name).unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def train_run(
+    cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, echo: Echo = _echo
+) -> RunResult:
+    """Train as ``cfg`` says and write the run directory and its report.
+
+    Args:
+        cfg: The validated config.
+        resume: Continue from ``checkpoints/last.pt`` (an error when there is none).
+        overwrite: Start over even if the run directory already holds a run.
+        echo: Where progress lines go.
+
+    Returns:
+        The run directory, the report's path and the summary numbers.
+
+    Raises:
+        ConfigError: A bad config value, an existing run without ``overwrite``/``resume``,
+            or nothing to resume.
+
+    Example:
+        >>> from optiscope.app.demo import demo_config
+        >>> cfg = demo_config(out_dir=__import__("tempfile").mkdtemp(), epochs=3, quick=True)
+        >>> train_run(cfg, echo=lambda s: None).report_path.name  # doctest: +SKIP
+        'report.html'
+    """
+    t_start = time.perf_counter()
+    run_dir = cfg.run_dir
+    _prepare_run_dir(run_dir, resume, overwrite)
+    seed_everything(cfg.run.seed)
+    comps = build_components(cfg)
+    (run_dir / "config.toml").write_text(config_to_toml(cfg), encoding="utf-8")
+    fig_dir = run_dir / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    echo(f"run directory: {run_dir}")
+    echo(f"  {S.describe_model(cfg, comps)}; {S.describe_optimizer(cfg)}")
+    figures = schedule_figures(cfg, comps, fig_dir)
+    lr_info: dict[str, Any] = {}
+    if cfg.lr_find.enabled:
+        found = _lr_find(cfg, comps, fig_dir / "lr_find.png", run_dir, reuse=resume, echo=echo)
+        lr_info = found[1]
+        figures.append(found[0])
+    trainer, t_train = _train(cfg, comps, run_dir, resume, echo)
+    figures.append(_curves_figure(cfg, comps, trainer, fig_dir))
+    analysis = analyse(cfg, comps, run_dir, echo)
+    figures += analysis.figures
+    numbers = S.run_numbers(cfg, comps, trainer, t_train, lr_info, analysis)
+    numbers["total seconds"] = time.perf_counter() - t_start
+    S.write_json(run_dir / "summary.json", numbers)
+    report_path = None
+    if cfg.report.enabled:
+        report_path = S.write_run_report(cfg, comps, numbers, figures, analysis.notes, run_dir)
+    acc = numbers.get("final val accuracy")
+    echo(
+        f"done in {numbers['total seconds']:.1f}s: final val loss "
+        f"{numbers.get('final val loss', float('nan')):.4f}"
+        + (f", val accuracy {acc:.4f}" if acc is not None else "")
+    )
+    return RunResult(run_dir, report_path, numbers)
+
+
+def schedule_figures(cfg: RunConfig, comps: Components, fig_dir: Path) -> list[FigureSpec]:
+    """The guide's schedule comparison and the schedule this run uses (warmup end marked)."""
+    from optiscope.schedules import compare_schedules
+
+    out = [
+        FigureSpec(
+            "The guide's learning-rate schedules",
+            "Step decay, exponential decay, cosine annealing and cosine with warm restarts "
+            "over 100 epochs (log scale), as in the guide's Part 1; compare how fast each "
+            "leaves the peak and where restarts jump back up.",
+            save_figure(compare_schedules(epochs=100), fig_dir / "schedule_comparison.png"),
+        )
+    ]
+    total, warmup = schedule_lengths(cfg, comps.steps_per_epoch)
+    unit = "epoch" if cfg.schedule.interval == "epoch" else "optimizer step"
+    fig = comps.schedule.plot(total, title=f"Schedule used: {comps.schedule!r}"[:110], xlabel=unit)
+    out.append(
+        FigureSpec(
+            "The schedule used in this run",
+            f"The learning rate at every {unit} of this run ({total} in all), with its "
+            + (f"warmup end at {unit} {warmup} marked; " if warmup else "notable points marked; ")
+            + "the training-curves figure shows the rate the optimizer actually applied.",
+            save_figure(fig, fig_dir / "schedule_used.png"),
+        )
+    )
+    return out
+
+
+def _lr_find(
+    cfg: RunConfig, comps: Components, path: Path, run_dir: Path, *, reuse: bool, echo: Echo
+) -> tuple[FigureSpec, dict[str, Any]]:
+    info_path = run_dir / "lr_find.json"
+    if reuse and path.is_file() and info_path.is_file():
+        info = json.loads(info_path.read_text())
+    else:
+        t0 = time.perf_counter()
+        result, fig = run_lr_find(cfg, comps)
+        save_figure(fig, path)
+        info = {
+            "suggestion": result.suggestion,
+            "suggestion_min": result.suggestion_min,
+            "diverged": result.diverged,
+            "iterations": len(result.lrs),
+        }
+        S.write_json(info_path, info)
+        sug = info["suggestion"]
+        echo(
+            f"  LR range test: {len(result.lrs)} steps, suggested lr "
+            + (f"{sug:.3g}" if sug is not None else "none")
+            + f" ({time.perf_counter() - t0:.1f}s)"
+        )
+    sug = info.get("suggestion")
+    caption = (
+        "Loss (smoothed) while the learning rate grows exponentially over "
+        f"{info['iterations']} mini-batches (Smith 2015), model and optimizer restored "
+        "afterwards; pick a rate on the steepest descent, well before the loss blows up"
+        + (f" (suggested: {sug:.3g}; this run's peak: {cfg.optimizer.lr:.3g})." if sug else ".")
+    )
+    return FigureSpec("LR range test", caption, path), info
+
+
+def run_lr_find(cfg: RunConfig, comps: Components) -> tuple[Any, Any]:
+    """The LR range test for ``comps`` (restores everything) and its figure."""
+    from optiscope.training import lr_find
+
+    lf = cfg.lr_find
+    result = lr_find(
+        comps.model, comps.optimizer, comps.loss_fn, comps.train_loader,
+        start_lr=lf.start_lr, end_lr=lf.end_lr, num_iter=lf.num_iter, mode=lf.mode,
+        device=comps.device,
+    )  # fmt: skip
+    return result, result.plot()
+
+
+def _train(
+    cfg: RunConfig, comps: Components, run_dir: Path, resume: bool, echo: Echo
+) -> tuple[Any, float]:
+    from optiscope.schedules import ScheduleLR
+    from optiscope.training import AdvancedTrainer
+
+    t = cfg.train
+    recorder = TrajectoryRecorder(run_dir / "trajectory", every=t.trajectory_every_epochs)
+    printer = _EpochPrinter(echo, t.epochs)
+    try:
+        trainer = AdvancedTrainer(
+            comps.model, comps.optimizer, comps.loss_fn, comps.device,
+            precision=t.precision, grad_accum_steps=t.grad_accum_steps, nonfinite=t.nonfinite,
+            log_interval=t.log_interval, seed=cfg.run.seed, run_dir=run_dir,
+            progress_bar=t.progress, verbose=False, callbacks=[recorder, printer],
+        )  # fmt: skip
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"[train]: {e}") from None
+    scheduler = ScheduleLR(comps.optimizer, comps.schedule)
+    echo(f"training {t.epochs} epochs x {comps.steps_per_epoch} steps")
+    t0 = time.perf_counter()
+    trainer.train(
+        comps.train_loader, comps.val_loader, t.epochs, scheduler=scheduler, max_grad_norm=None,
+        clipper=comps.clipper, scheduler_interval=cfg.schedule.interval,
+        checkpoint_dir=run_dir / "checkpoints",
+        checkpoint_every_steps=t.checkpoint_every_steps or None, resume=resume,
+        early_stopping_patience=t.early_stopping_patience or None, monitor=t.monitor,
+    )  # fmt: skip
+    return trainer, time.perf_counter() - t0
+
+
+class _EpochPrinter:
+    """One line per epoch (the trainer's own printing is the guide's verbose format)."""
+
+    def __init__(self, echo: Echo, epochs: int) -> None:
+        self.echo, self.epochs = echo, epochs
+
+    def on_epoch_end(self, trainer: Any) -> None:
+        acc = trainer.val_accuracies[-1] if trainer.val_accuracies else None
+        val = trainer.val_losses[-1] if trainer.val_losses else float("nan")
+        self.echo(
+            f"  epoch {trainer.epoch:>3}/{self.epochs}  train loss {trainer.train_losses[-1]:.4f}"
+            f"  val loss {val:.4f}" + (f"  val acc {acc:.4f}" if acc is not None else "")
+            + f"  lr {trainer.optimizer.param_groups[0]['lr']:.3g}"
+        )  # fmt: skip
+
+
+def _curves_figure(cfg: RunConfig, comps: Components, trainer: Any, fig_dir: Path) -> FigureSpec:
+    threshold = getattr(comps.clipper, "max_norm", None)
+    fig = training_curves_figure(
+        trainer.history, trainer.train_losses, trainer.val_losses, trainer.val_accuracies,
+        clip_threshold=threshold if isinstance(threshold, (int, float)) else None,
+    )  # fmt: skip
+    n_clip = sum(bool(r.clipped) for r in trainer.history)
+    return FigureSpec(
+        "Training curves",
+        "Per-step and per-epoch training loss with validation loss, validation accuracy, "
+        "the learning rate the optimizer applied, and the pre-clip gradient norm with "
+        f"clipped steps in red ({n_clip} of {len(trainer.history)}); frequent clipping late "
+        "in training means the threshold is too low for the loss scale.",
+        save_figure(fig, fig_dir / "training_curves.png"),
+    )
+
+
+def analyse(cfg: RunConfig, comps: Components, run_dir: Path, echo: Echo) -> Analysis:
+    """Landscape and curvature figures around the model's current weights."""
+    out = Analysis()
+    if not (cfg.landscape.enabled or cfg.curvature.enabled):
+        return out
+    fig_dir = run_dir / "figures"
+    loader = comps.train_loader if cfg.landscape.split == "train" else comps.val_loader
+    data, targets = evaluation_data(loader, cfg.landscape.max_batches)
+    if cfg.landscape.enabled:
+        echo("loss landscape:")
+        part = landscape_figures(
+            comps.model, comps.loss_fn, data, targets, cfg.landscape, fig_dir,
+            trajectory=load_trajectory(run_dir / "trajectory"), device=comps.device, echo=echo,
+        )  # fmt: skip
+        _merge(out, part)
+    if cfg.curvature.enabled:
+        echo("curvature:")
+        part = curvature_figures(
+            comps.model, comps.loss_fn, data, targets, cfg.curvature, fig_dir,
+            seed=cfg.run.seed, echo=echo,
+        )  # fmt: skip
+        _merge(out, part)
+    return out
+
+
+def _merge(into: Analysis, part: Analysis) -> None:
+    into.figures += part.figures
+    into.numbers.update(part.numbers)
+    into.notes += part.notes
+    into.seconds += part.seconds
+
+
+def lr_find_run(cfg: RunConfig, *, out: str | os.PathLike | None = None) -> LRFindRun:
+    """``optiscope lr-find``: the LR range test for the config's model, data and optimizer.
+
+    Returns:
+        The figure's path, the suggested learning rate and the full result.
+
+    Raises:
+        ConfigError: A bad config value, or the test found no descent to suggest from.
+    """
+    seed_everything(cfg.run.seed)
+    comps = build_components(cfg)
+    result, fig = run_lr_find(cfg, comps)
+    path = Path(out) if out is not None else cfg.run_dir / "figures" / "lr_find.png"
+    save_figure(fig, path)
+    if result.suggestion is None:
+        raise ConfigError(
+            f"the LR range test found no descending stretch (figure: {path}); widen "
+            "[lr_find] start_lr/end_lr or raise num_iter"
+        )
+    return LRFindRun(path, float(result.suggestion), result)
+
+
+def landscape_run(
+    cfg: RunConfig, checkpoint: str | os.PathLike, *, out: str | os.PathLike | None = None,
+    echo: Echo = _echo,
+) -> LandscapeRun:  # fmt: skip
+    """``optiscope landscape``: recompute the landscape (and curvature) figures for weights.
+
+    Args:
+        cfg: The config whose model and data the checkpoint belongs to.
+        checkpoint: A trainer checkpoint (``last.pt``/``best.pt``) or a plain state_dict.
+        out: Directory for the figures (default: the run's ``figures/``; its report is
+            rebuilt then, when it has one).
+        echo: Where progress lines go.
+
+    Raises:
+        FileNotFoundError: ``checkpoint`` does not exist.
+        ConfigError: The checkpoint is corrupt or was saved from another model.
+    """
+    seed_everything(cfg.run.seed)
+    comps = build_components(cfg)
+    load_weights(comps.model, checkpoint)
+    in_run = out is None
+    target = cfg.run_dir if in_run else Path(out)
+    target.mkdir(parents=True, exist_ok=True)
+    if not in_run:
+        (target / "figures").mkdir(exist_ok=True)
+    analysis = analyse(cfg, comps, target, echo)
+    report_path = None
+    if in_run and (target / "report.json").is_file():
+        report_path = S.update_report(target, analysis.figures, analysis.numbers)
+    return LandscapeRun([f.file for f in analysis.figures], report_path)
+
+
+def load_weights(model: torch.nn.Module, checkpoint: str | os.PathLike) -> None:
+    """Load a trainer checkpoint's (or a plain state_dict's) weights into ``model``.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ConfigError: Not loadable, or saved from a model with other names or shapes.
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - pickle, zip and torch errors all mean "corrupt"
+        raise ConfigError(
+            f"{path} is not a readable checkpoint: {str(e).splitlines()[0]}"
+        ) from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"{path} holds no model weights (expected a checkpoint or state_dict)")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        parts = (
+            ([f"missing {', '.join(missing[:3])}"] if missing else [])
+            + ([f"unexpected {', '.join(unexpected[:3])}"] if unexpected else [])
+            + ([f"shapes differ: {'; '.join(shapes[:3])} (checkpoint vs model)"] if shapes else [])
+        )
+        raise ConfigError(
+            f"{path} was saved from another model than [model] describes: {'; '.join(parts)}"
+        )
+    with torch.no_grad():
+        model.load_state_dict(state)

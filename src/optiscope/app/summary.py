@@ -1,0 +1,228 @@
+"""The numbers and words of a run's summary table, and writing its report."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from optiscope.app.analysis import Analysis, FigureSpec
+from optiscope.app.build import Components
+from optiscope.app.config import RunConfig, config_to_toml
+
+__all__ = [
+    "describe_model",
+    "describe_optimizer",
+    "describe_data",
+    "run_numbers",
+    "write_json",
+    "write_run_report",
+    "update_report",
+]
+
+
+def _kwargs(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in params.items())
+
+
+def describe_model(cfg: RunConfig, comps: Components) -> str:
+    """``digits_mlp(hidden=[64]) - 4,810 parameters``."""
+    m = cfg.model
+    name = {"mlp": "digits_mlp", "cnn": "digits_cnn"}.get(m.name, m.name)
+    return f"{name}({_kwargs(m.params)}) - {comps.num_params:,} parameters"
+
+
+def describe_optimizer(cfg: RunConfig) -> str:
+    """``AdamW(lr=0.003, weight_decay=0.01, betas=(0.9, 0.999))``."""
+    o = cfg.optimizer
+    label = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop"}[o.name]
+    parts = [f"lr={o.lr:g}", f"weight_decay={o.weight_decay:g}"]
+    if o.name in ("adamw", "adam"):
+        parts.append(f"betas=({o.betas[0]:g}, {o.betas[1]:g})")
+    else:
+        parts.append(f"momentum={o.momentum:g}")
+        if o.name == "sgd" and o.nesterov:
+            parts.append("nesterov=True")
+    return f"{label}({', '.join(parts)}); no weight decay on biases and norm layers"
+
+
+def _count(loader: Any) -> int | None:
+    try:
+        return len(loader.dataset)
+    except (AttributeError, TypeError):
+        return None
+
+
+def describe_data(cfg: RunConfig, comps: Components) -> str:
+    """``digits: 1,437 train / 360 validation samples, batch 64``."""
+    n_train, n_val = _count(comps.train_loader), _count(comps.val_loader)
+    label = (
+        "digits (scikit-learn, 8x8 images, 10 classes)"
+        if cfg.data.name == "digits"
+        else cfg.data.name
+    )
+    sizes = (
+        f"{n_train:,} train / {n_val:,} validation samples"
+        if n_train is not None and n_val is not None
+        else f"{len(comps.train_loader)} train batches"
+    )
+    return f"{label}: {sizes}, batch {cfg.data.batch_size}"
+
+
+def run_numbers(
+    cfg: RunConfig,
+    comps: Components,
+    trainer: Any,
+    train_seconds: float,
+    lr_info: dict[str, Any],
+    analysis: Analysis,
+) -> dict[str, Any]:
+    """Every number the summary shows (also written to ``summary.json``)."""
+    hist = trainer.history
+    accs = [a for a in trainer.val_accuracies if a is not None]
+    best_acc = max(accs) if accs else None
+    out: dict[str, Any] = {
+        "name": cfg.run.name,
+        "data": describe_data(cfg, comps),
+        "model": describe_model(cfg, comps),
+        "parameters": comps.num_params,
+        "optimizer": describe_optimizer(cfg),
+        "schedule": repr(comps.schedule),
+        "schedule interval": cfg.schedule.interval,
+        "clipping": "none" if comps.clipper is None else repr(comps.clipper),
+        "precision": cfg.train.precision,
+        "device": str(comps.device),
+        "epochs": trainer.epoch,
+        "epochs planned": cfg.train.epochs,
+        "optimizer steps": trainer.global_step,
+        "skipped steps": trainer.skipped_steps,
+        "clipped steps": sum(bool(r.clipped) for r in hist),
+        "training seconds": train_seconds,
+        "analysis seconds": analysis.seconds,
+        "final train loss": trainer.train_losses[-1] if trainer.train_losses else None,
+        "final val loss": trainer.val_losses[-1] if trainer.val_losses else None,
+        "final val accuracy": trainer.val_accuracies[-1] if trainer.val_accuracies else None,
+        "best val accuracy": best_acc,
+        "best epoch": trainer.best_epoch,
+        "lr finder suggestion": lr_info.get("suggestion"),
+        **analysis.numbers,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    return out
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` as JSON atomically (NaN/inf become null: JSON has neither)."""
+    from optiscope.report._manifest import atomic_write_text
+
+    clean = {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in data.items()
+    }
+    atomic_write_text(path, json.dumps(clean, indent=2, default=str))
+    return path
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value)
+    return str(value)
+
+
+# Summary rows: label -> how to render from the numbers (order is the table's order).
+def summary_rows(n: dict[str, Any]) -> dict[str, str]:
+    """The summary table's rows from :func:`run_numbers`'s dict."""
+    rows = {
+        "Data": _fmt(n.get("data")),
+        "Model": _fmt(n.get("model")),
+        "Optimizer": _fmt(n.get("optimizer")),
+        "Schedule": f"{_fmt(n.get('schedule'))} (stepped per {n.get('schedule interval')})",
+        "Clipping": _fmt(n.get("clipping")),
+        "Precision / device": f"{n.get('precision')} / {n.get('device')}",
+        "Epochs": f"{n.get('epochs')} of {n.get('epochs planned')} "
+        f"({_fmt(n.get('optimizer steps'))} optimizer steps, "
+        f"{_fmt(n.get('clipped steps'))} clipped, {_fmt(n.get('skipped steps'))} skipped)",
+        "Time": f"training {n.get('training seconds', 0):.1f}s, analysis "
+        f"{n.get('analysis seconds', 0):.1f}s, total {n.get('total seconds', 0):.1f}s",
+        "Final train loss": _fmt(n.get("final train loss")),
+        "Final validation loss": _fmt(n.get("final val loss")),
+        "Final validation accuracy": _fmt(n.get("final val accuracy")),
+        "Best validation accuracy": f"{_fmt(n.get('best val accuracy'))} "
+        f"(best val-loss epoch: {_fmt(n.get('best epoch'))})",
+        "LR finder suggestion": _fmt(n.get("lr finder suggestion")),
+    }
+    optional = {
+        "Top Hessian eigenvalue": "top Hessian eigenvalue",
+        "Top Hessian eigenvalues": "top Hessian eigenvalues",
+        "Line curvature (median, filter-normalised)": "line curvature (quadratic fit at 0)",
+        "Trajectory variance on PCA plane": "trajectory variance explained by PC1+PC2",
+    }
+    for label, key in optional.items():
+        if n.get(key) is not None:
+            rows[label] = _fmt(n[key])
+    if n.get("Hessian trace") is not None:
+        rows["Hessian trace"] = (
+            f"{_fmt(n['Hessian trace'])} +- {_fmt(n.get('Hessian trace stderr'))}"
+        )
+    rows["Software"] = f"torch {n.get('torch')}, Python {n.get('python')}, {platform.system()}"
+    return rows
+
+
+def _rel(path: Path, run_dir: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(run_dir.resolve()))
+    except ValueError:
+        return str(Path(path).resolve())
+
+
+def write_run_report(
+    cfg: RunConfig,
+    comps: Components,
+    numbers: dict[str, Any],
+    figures: Sequence[FigureSpec],
+    notes: Sequence[str],
+    run_dir: Path,
+) -> Path:
+    """Write ``report.json`` and ``report.html`` for a finished run; returns the HTML path."""
+    from optiscope.report import RunReport, write_report
+
+    report = RunReport(
+        name=cfg.run.name,
+        summary=summary_rows(numbers),
+        config_text=config_to_toml(cfg),
+        notes=list(notes),
+    )
+    for f in figures:
+        report.add_figure(f.title, f.caption, _rel(f.file, run_dir), f.kind)
+    return write_report(report, run_dir)
+
+
+def update_report(run_dir: Path, figures: Sequence[FigureSpec], numbers: dict[str, Any]) -> Path:
+    """Replace a run's landscape/curvature figures and numbers, then re-render its report."""
+    from optiscope.report import RunReport, write_report
+
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file():
+        saved = json.loads(summary_path.read_text(encoding="utf-8"))
+        saved.update(numbers)
+        write_json(summary_path, saved)
+    else:
+        saved = dict(numbers)
+    report = RunReport.load(run_dir)
+    report.summary = summary_rows(saved) if summary_path.is_file() else report.summary
+    for f in figures:
+        report.add_figure(f.title, f.caption, _rel(f.file, run_dir), f.kind)
+    return write_report(report, run_dir)
