@@ -61,6 +61,7 @@ def _run(
     local, info = evaluate_points(
         model, loss_fn, data, targets, directions, coefs[start:stop], metrics=metrics, group=g, **kw
     )
+    info["local_points"] = stop - start
     full = gather_points(local, start, len(coefs), g)
     # The only host copy: once, at the end.
     return full.cpu(), info, time.perf_counter() - t0
@@ -77,6 +78,7 @@ def _metadata(model, info, seconds, g_kinds, **extra) -> dict[str, Any]:
         "num_batches": int(info["batches"]),
         "method": info["method"],
         "chunk_size": info["chunk_size"],
+        "local_points": int(info["local_points"]),
         "world_size": dist.get_world_size() if ready else 1,
         "seconds": round(seconds, 6),
         **extra,
