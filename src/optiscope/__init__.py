@@ -53,6 +53,7 @@ from optiscope.clipping import (
     AutoClip,
     ClipResult,
     Clipper,
+    GradientTracker,
     NoClip,
     NormClip,
     ValueClip,
@@ -61,6 +62,9 @@ from optiscope.clipping import (
     clip_grad_norm_,
     clip_grad_value_,
     get_clipper,
+    grad_norms,
+    plot_gradient_norms,
+    train_with_gradient_tracking,
 )
 
 # --- landscape (guide's functions; the rest via `optiscope.landscape`) ----------------
@@ -124,6 +128,7 @@ __all__ = [
     "AutoClip",
     "ClipResult",
     "Clipper",
+    "GradientTracker",
     "NoClip",
     "NormClip",
     "ValueClip",
@@ -132,6 +137,9 @@ __all__ = [
     "clip_grad_norm_",
     "clip_grad_value_",
     "get_clipper",
+    "grad_norms",
+    "plot_gradient_norms",
+    "train_with_gradient_tracking",
     # landscape
     "landscape",
     "visualize_loss_1d",

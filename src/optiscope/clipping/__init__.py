@@ -14,6 +14,8 @@ from optiscope.clipping._adaptive import AutoClip, ZClip
 from optiscope.clipping._clippers import AGC, Clipper, ClipResult, NoClip, NormClip, ValueClip
 from optiscope.clipping._functional import adaptive_clip_grad_, clip_grad_norm_, clip_grad_value_
 from optiscope.clipping._registry import CLIPPERS, get_clipper
+from optiscope.clipping._stats import GradientTracker, grad_norms
+from optiscope.clipping._tracking import plot_gradient_norms, train_with_gradient_tracking
 
 __all__ = [
     "AGC",
@@ -21,6 +23,7 @@ __all__ = [
     "AutoClip",
     "ClipResult",
     "Clipper",
+    "GradientTracker",
     "NoClip",
     "NormClip",
     "ValueClip",
@@ -29,4 +32,7 @@ __all__ = [
     "clip_grad_norm_",
     "clip_grad_value_",
     "get_clipper",
+    "grad_norms",
+    "plot_gradient_norms",
+    "train_with_gradient_tracking",
 ]
