@@ -213,7 +213,8 @@ class CyclicLR(Schedule):
         if self.mode == "triangular":
             scale = 1.0
         elif self.mode == "triangular2":
-            scale = 1 / (2.0 ** (cycle - 1))
+            # = 1 / 2**(cycle - 1) exactly, but underflows to 0 instead of overflowing
+            scale = math.ldexp(1.0, -(cycle - 1))
         else:
             scale = self.gamma**t
         return scale, factor
