@@ -66,7 +66,7 @@ class ProgressBar:
     def show(self, loss: float, lr: float, grad_norm: float) -> None:
         if self._bar is not None:
             self._bar.set_postfix(
-                loss=f"{loss:.4g}", lr=f"{lr:.3g}", grad_norm=f"{grad_norm:.3g}", refresh=False
+                loss=f"{loss:.4g}", lr=f"{lr:.3g}", grad_norm=f"{grad_norm:.3g}", refresh=True
             )
 
     def close(self) -> None:
