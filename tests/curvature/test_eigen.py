@@ -192,3 +192,21 @@ def test_directions_bad_count(mlp_2_10_1):
     p = mlp_2_10_1
     with pytest.raises(ValueError, match="num_directions"):
         curvature.hessian_directions(p.model, p.loss_fn, p.X, p.y, num_directions=0)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=6),
+    st.integers(min_value=2, max_value=12),
+    st.integers(min_value=0, max_value=2**16),
+)
+def test_least_squares_matches_the_closed_form(features, samples, seed):
+    # For mean squared error of a linear model, H = (2 / N) X^T X whatever the weights.
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(samples, features, generator=g, dtype=torch.float64)
+    model = nn.Linear(features, 1, bias=False).double()
+    y = torch.randn(samples, 1, generator=g, dtype=torch.float64)
+    expected = torch.linalg.eigvalsh(2 / samples * X.T @ X).flip(0)
+    k = min(2, features)
+    r = hessian_eigenvalues(model, F.mse_loss, X, y, top_k=k, seed=seed, tol=1e-8)
+    torch.testing.assert_close(r.eigenvalues, expected[:k], rtol=1e-6, atol=1e-9)

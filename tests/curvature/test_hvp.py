@@ -57,6 +57,13 @@ class TestAgainstExactHessian:
         v = torch.randn(11, generator=torch.Generator().manual_seed(6))
         torch.testing.assert_close(op.matvec(v).double(), block @ v.double(), rtol=1e-5, atol=1e-6)
 
+    def test_hvp_with_params(self, mlp_2_10_1):
+        p = mlp_2_10_1
+        v = {"2.bias": torch.tensor([2.0])}
+        out = hvp(p.model, p.loss_fn, p.X, p.y, vector=v, params=["2.bias"])
+        assert list(out) == ["2.bias"]
+        torch.testing.assert_close(out["2.bias"].double(), 2 * p.H[40, 40:], rtol=1e-5, atol=1e-6)
+
     def test_frozen_parameters_are_held_fixed(self, mlp_2_10_1):
         p = mlp_2_10_1
         p.model[0].weight.requires_grad_(False)

@@ -281,6 +281,7 @@ def hvp(
     targets: torch.Tensor | None = None,
     *,
     vector: Direction,
+    params: Sequence[str] | None = None,
     max_batches: int | None = None,
 ) -> Direction:
     """The Hessian-vector product ``H @ v`` of the mean loss, ``v`` keyed by parameter name.
@@ -291,6 +292,8 @@ def hvp(
         data: A tensor of inputs (with ``targets``) or a DataLoader of ``(inputs, targets)``.
         targets: Labels for tensor ``data``; None for a DataLoader.
         vector: ``v`` as a dict of tensors shaped like the trainable parameters.
+        params: Differentiate only with respect to these parameter names (``vector`` then
+            needs only those keys); None for every parameter with ``requires_grad``.
         max_batches: Use only the first this-many batches of a DataLoader.
 
     Returns:
@@ -308,6 +311,6 @@ def hvp(
         >>> hvp(model, torch.nn.functional.mse_loss, X, y, vector=v)["weight"]
         tensor([[1., 4.]])
     """
-    op = HessianOperator(model, loss_fn, data, targets, max_batches=max_batches)
+    op = HessianOperator(model, loss_fn, data, targets, params=params, max_batches=max_batches)
     with preserved(model):
         return op(vector)
