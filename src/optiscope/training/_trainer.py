@@ -165,7 +165,7 @@ class AdvancedTrainer(LoopMixin, CheckpointMixin):
         *,
         clipper: Any = None,
         scheduler_interval: str = "step",
-        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_dir: str | os.PathLike | None | bool = None,
         checkpoint_every_steps: int | None = None,
         resume: bool | str | os.PathLike = False,
         early_stopping_patience: int | None = None,
@@ -187,7 +187,7 @@ class AdvancedTrainer(LoopMixin, CheckpointMixin):
             scheduler_interval: ``"step"`` (once per applied optimizer step) or
                 ``"epoch"`` (after validation; ReduceLROnPlateau gets the monitored value).
             checkpoint_dir: Where ``last.pt`` (every epoch) and ``best.pt`` go; defaults to
-                ``run_dir``.
+                ``run_dir``; False writes no checkpoints.
             checkpoint_every_steps: Also write ``last.pt`` every this many optimizer steps.
             resume: True to continue from ``checkpoint_dir/last.pt`` if it exists, or a
                 checkpoint path.
@@ -204,7 +204,10 @@ class AdvancedTrainer(LoopMixin, CheckpointMixin):
         """
         if clipper is not None and max_grad_norm not in (None, 1.0):
             raise ValueError("pass either clipper= or max_grad_norm=, not both")
-        ckpt_dir = checkpoint_dir if checkpoint_dir is not None else self.run_dir
+        if checkpoint_dir is False:  # run_dir given, but no checkpoints wanted
+            ckpt_dir = None
+        else:
+            ckpt_dir = checkpoint_dir if checkpoint_dir is not None else self.run_dir
         run_cfg = RunConfig(
             epochs,
             None if clipper is not None else max_grad_norm,
