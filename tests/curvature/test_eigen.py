@@ -210,3 +210,21 @@ def test_least_squares_matches_the_closed_form(features, samples, seed):
     k = min(2, features)
     r = hessian_eigenvalues(model, F.mse_loss, X, y, top_k=k, seed=seed, tol=1e-8)
     torch.testing.assert_close(r.eigenvalues, expected[:k], rtol=1e-6, atol=1e-9)
+
+
+def test_landscape_along_the_directions_curves_by_the_eigenvalues(mlp_2_10_1):
+    # The second difference of the loss along unit eigenvector d_i is d_i^T H d_i = lambda_i.
+    from optiscope import landscape
+
+    p = mlp_2_10_1
+    d1, d2 = curvature.hessian_directions(p.model, p.loss_fn, p.X, p.y, seed=0, tol=1e-5)
+    lam = p.eigvals.flip(0)[:2]
+    h = 0.05
+    for d, expected in ((d1, lam[0]), (d2, lam[1])):
+        loss = landscape.line(p.model, p.loss_fn, p.X, p.y, d, (-h, h), 3, progress=False)
+        f = loss.values["loss"]
+        assert (f[0] - 2 * f[1] + f[2]) / h**2 == pytest.approx(float(expected), rel=2e-2)
+    plane = landscape.plane(
+        p.model, p.loss_fn, p.X, p.y, d1=d1, d2=d2, num_points=3, progress=False
+    )
+    assert plane.values["loss"].shape == (3, 3)

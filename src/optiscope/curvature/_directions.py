@@ -34,8 +34,8 @@ def hessian_directions(
     curvature the eigenvalues measure. Each direction is a dict keyed by *every* parameter
     name of the model, with the parameter's shape, dtype and device; frozen parameters get
     zeros. The directions are orthonormal over all parameters together, with a
-    deterministic sign (largest entry positive). Pass ``normalization="none"`` to the
-    landscape to keep them as they are (filter normalisation rescales each filter).
+    deterministic sign (largest entry positive); the landscape uses them as given, so the
+    loss along ``d_i`` curves like ``lambda_i * alpha**2 / 2`` near ``alpha = 0``.
 
     Args:
         model: The network; restored bit-for-bit afterwards, also on error.
