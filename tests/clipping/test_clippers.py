@@ -169,38 +169,43 @@ def clip_threshold_inf(clip: AutoClip) -> bool:
 
 
 def zclip_reference(norms, alpha, z_thresh, warmup_steps, max_grad_norm, option):
-    """ZClip in plain Python floats (the algorithm of Kumar et al. 2025's reference code)."""
+    """ZClip in plain Python floats (the algorithm of Kumar et al. 2025's reference code).
+
+    Warm-up is the first ``warmup_steps`` calls; non-finite norms are left unclipped and
+    never enter the statistics.
+    """
     mean = var = 0.0
-    seen, warm, out = 0, [], []
-    for g in norms:
-        if not math.isfinite(g):
-            out.append(g)
-            continue
-        if seen < warmup_steps:
+    initialized = False
+    warm, out = [], []
+    for call, g in enumerate(norms):
+        if call < warmup_steps:
             limit = max_grad_norm if max_grad_norm is not None else math.inf
-            warm.append(g)
-            clipped = g * min(1.0, limit / (g + 1e-6))
-            if len(warm) == warmup_steps:
+            if math.isfinite(g):
+                warm.append(g)
+            if call == warmup_steps - 1 and warm:
                 mean = sum(warm) / len(warm)
                 var = sum((x - mean) ** 2 for x in warm) / len(warm)
-        elif warmup_steps == 0 and seen == 0:
-            mean, var, clipped = g, 0.0, g
+                initialized = True
         else:
-            std = math.sqrt(var)
-            z = (g - mean) / (std + 1e-6)
+            if not math.isfinite(g):
+                out.append(g)
+                continue
             limit = math.inf
-            if z > z_thresh:
-                limit = {
-                    "adaptive_scaling": mean + z_thresh * std * (z_thresh / z),
-                    "threshold": mean + z_thresh * std,
-                    "mean": mean,
-                }[option]
-            clipped = g * min(1.0, limit / (g + 1e-6))
-            v = min(g, limit)
-            mean = alpha * mean + (1 - alpha) * v
-            var = alpha * var + (1 - alpha) * (v - mean) ** 2
-        seen += 1
-        out.append(clipped)
+            if not initialized:
+                mean, var, initialized = g, 0.0, True
+            else:
+                std = math.sqrt(var)
+                z = (g - mean) / (std + 1e-6)
+                if z > z_thresh:
+                    limit = {
+                        "adaptive_scaling": mean + z_thresh * std * (z_thresh / z),
+                        "threshold": mean + z_thresh * std,
+                        "mean": mean,
+                    }[option]
+                v = min(g, limit)
+                mean = alpha * mean + (1 - alpha) * v
+                var = alpha * var + (1 - alpha) * (v - mean) ** 2
+        out.append(g * min(1.0, limit / (g + 1e-6)) if math.isfinite(g) else g)
     return out
 
 

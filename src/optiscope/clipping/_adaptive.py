@@ -109,6 +109,11 @@ class AutoClip(_Stateful):
         self.history = torch.zeros(self.history_size)
         self.count = torch.zeros((), dtype=torch.long)
 
+    def _slots(self, device: torch.device) -> torch.Tensor:
+        if getattr(self, "_arange", None) is None or self._arange.device != device:
+            self._arange = torch.arange(self.history_size, device=device)
+        return self._arange
+
     def threshold(self) -> torch.Tensor:
         """The current clip threshold: the percentile of the stored norms (inf when empty).
 
@@ -117,7 +122,7 @@ class AutoClip(_Stateful):
         """
         size = self.history_size
         n = self.count.clamp(max=size)
-        slots = torch.arange(size, device=self.history.device)
+        slots = self._slots(self.history.device)
         ordered = torch.where(slots < n, self.history, math.inf).sort().values
         pos = (n - 1).clamp(min=0).double() * (self.percentile / 100.0)
         lo, hi = pos.floor().long(), pos.ceil().long()
@@ -138,8 +143,8 @@ class AutoClip(_Stateful):
         old = self.history.index_select(0, slot)
         new = torch.where(finite, norm.to(self.history.dtype), old)
         self.history.index_copy_(0, slot, new)
-        self.count = self.count + finite.long()
-        coef, nonfinite = coef_for(norm, self.threshold().to(norm.dtype))
+        self.count = self.count + finite
+        coef, nonfinite = coef_for(norm, self.threshold().to(norm.dtype), ~finite)
         scale_(grads, coef, self.foreach)
         return make_result(norm, coef, nonfinite)
 
@@ -150,11 +155,11 @@ ClipOption = Literal["adaptive_scaling", "threshold", "mean"]
 class ZClip(_Stateful):
     r"""Clip gradient-norm spikes by their z-score against EMA statistics (ZClip, 2025).
 
-    For the first ``warmup_steps`` finite norms the gradients are clipped to
-    ``max_grad_norm`` (if given) while the norms are collected; their mean and population
-    variance then start exponential moving averages :math:`\mu, \sigma^2` (factor
-    ``alpha``). Afterwards a norm :math:`g` with :math:`z = (g-\mu)/\sigma > z_{thresh}`
-    is a spike and is clipped to
+    During the first ``warmup_steps`` calls the gradients are clipped to ``max_grad_norm``
+    (if given) while the finite norms are collected; their mean and population variance
+    then start exponential moving averages :math:`\mu, \sigma^2` (factor ``alpha``).
+    Afterwards a norm :math:`g` with :math:`z = (g-\mu)/\sigma > z_{thresh}` is a spike
+    and is clipped to
 
     - ``"adaptive_scaling"`` (the paper's default): :math:`\mu + z_{thresh}^2\sigma/z`,
       clipping harder the larger the spike;
@@ -162,13 +167,16 @@ class ZClip(_Stateful):
     - ``"mean"``: :math:`\mu`.
 
     The EMAs are then updated with the clipped norm, so a spike does not raise the next
-    threshold; a NaN or infinite norm never enters them.
+    threshold. A NaN or infinite norm never enters the statistics (if every warm-up norm
+    was non-finite, the first finite norm starts the EMAs, as with ``warmup_steps=0``).
+    The phase is decided by a host-side call counter, so each call runs only its phase's
+    few scalar kernels.
 
     Args:
         alpha: EMA factor, in ``(0, 1)`` (closer to 1: slower statistics).
         z_thresh: z-score above which a norm is a spike, in ``(0, inf)``.
-        warmup_steps: Finite norms collected before spike detection starts, ``>= 0``
-            (0: the first norm starts the EMAs with zero variance).
+        warmup_steps: Calls spent collecting norms before spike detection, ``>= 0``
+            (0: the first finite norm starts the EMAs with zero variance).
         max_grad_norm: Fixed global-norm limit during warm-up, in ``(0, inf]``, or None.
         clip_option: Where a spike is clipped to; see above.
         norm_type: Order ``p`` of the norm, in ``(0, inf]``.
@@ -190,7 +198,7 @@ class ZClip(_Stateful):
 
     name = "zclip"
     _config = ("alpha", "z_thresh", "warmup_steps", "max_grad_norm", "clip_option", "norm_type")
-    _state = ("mean", "var", "steps", "warmup_norms")
+    _state = ("mean", "var", "initialized", "warmup_norms", "warmup_finite")
     _EPS = 1e-6
 
     def __init__(
@@ -217,47 +225,73 @@ class ZClip(_Stateful):
         self.clip_option = clip_option
         self.norm_type = _checks.norm_type(norm_type)
         self.foreach = foreach
+        self.calls = 0
         self.mean = torch.zeros(())
         self.var = torch.zeros(())
-        self.steps = torch.zeros((), dtype=torch.long)
-        self.warmup_norms = torch.zeros(max(self.warmup_steps, 1))
+        self.initialized = torch.zeros((), dtype=torch.bool)
+        self.warmup_norms = torch.zeros(self.warmup_steps)
+        self.warmup_finite = torch.zeros(self.warmup_steps, dtype=torch.bool)
 
-    def _limit(self, g: torch.Tensor, in_warmup: torch.Tensor) -> torch.Tensor:
+    def state_dict(self) -> dict[str, Any]:
+        """Configuration, the call counter and the device statistics.
+
+        Returns:
+            A dict of numbers and tensors, safe for ``torch.load(weights_only=True)``.
+        """
+        return {**super().state_dict(), "calls": self.calls}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned.
+
+        Args:
+            state_dict: From a ZClip with the same configuration.
+
+        Raises:
+            ValueError: Another clipper, another configuration, or a bad statistic.
+            KeyError: A key is missing.
+        """
+        if state_dict.get("clipper") == self.name:
+            calls = _checks.non_negative_int("calls", state_dict["calls"])
+        super().load_state_dict(state_dict)
+        self.calls = calls
+
+    def _warmup(self, g: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
+        """Collect the norm; returns the limit (max_grad_norm or inf)."""
+        i = self.calls
+        self.warmup_norms[i] = torch.where(finite, g, 0.0)
+        self.warmup_finite[i] = finite
+        if i == self.warmup_steps - 1:
+            # Masked mean and population variance of the finite warm-up norms.
+            w = self.warmup_finite.to(g.dtype)
+            k = w.sum()
+            mean = (self.warmup_norms * w).sum() / k.clamp(min=1)
+            var = (((self.warmup_norms - mean) ** 2) * w).sum() / k.clamp(min=1)
+            self.initialized = k > 0
+            self.mean, self.var = mean, var
+        return math.inf if self.max_grad_norm is None else self.max_grad_norm
+
+    def _track(self, g: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
+        """Spike detection and EMA update; returns the limit (inf when no spike)."""
         std = self.var.sqrt()
         z = (g - self.mean) / (std + self._EPS)
-        ready = self.steps >= max(self.warmup_steps, 1)
-        spike = ready & (z > self.z_thresh)
+        spike = self.initialized & (z > self.z_thresh)
         if self.clip_option == "adaptive_scaling":
-            target = self.mean + self.z_thresh * std * (self.z_thresh / z)
+            target = self.mean + self.z_thresh**2 * std / z
         elif self.clip_option == "threshold":
             target = self.mean + self.z_thresh * std
         else:
             target = self.mean
         limit = torch.where(spike, target, math.inf)
-        if self.max_grad_norm is not None:
-            limit = torch.where(in_warmup, self.max_grad_norm, limit)
-        return limit
-
-    def _update(self, g: torch.Tensor, limit: torch.Tensor, in_warmup: torch.Tensor) -> None:
-        finite = torch.isfinite(g)
         v = torch.minimum(g, limit)
         ema_mean = self.alpha * self.mean + (1 - self.alpha) * v
         ema_var = self.alpha * self.var + (1 - self.alpha) * (v - ema_mean) ** 2
-        mean = torch.where(finite & ~in_warmup, ema_mean, self.mean)
-        var = torch.where(finite & ~in_warmup, ema_var, self.var)
-        if self.warmup_steps > 0:
-            slot = self.steps.clamp(max=self.warmup_steps - 1).view(1)
-            old = self.warmup_norms.index_select(0, slot)
-            self.warmup_norms.index_copy_(0, slot, torch.where(finite & in_warmup, g, old))
-            done = finite & in_warmup & (self.steps + 1 == self.warmup_steps)
-            mean = torch.where(done, self.warmup_norms.mean(), mean)
-            var = torch.where(done, self.warmup_norms.var(unbiased=False), var)
-        else:
-            first = finite & (self.steps == 0)
-            mean = torch.where(first, g, mean)
-            var = torch.where(first, 0.0, var)
-        self.mean, self.var = mean, var
-        self.steps = self.steps + finite.long()
+        # Not yet initialised (warmup_steps=0, or no finite warm-up norm): start from g.
+        ema_mean = torch.where(self.initialized, ema_mean, g)
+        ema_var = torch.where(self.initialized, ema_var, 0.0)
+        self.mean = torch.where(finite, ema_mean, self.mean)
+        self.var = torch.where(finite, ema_var, self.var)
+        self.initialized = self.initialized | finite
+        return limit
 
     @torch.no_grad()
     def __call__(self, parameters: TensorOrTensors) -> ClipResult:
@@ -268,12 +302,13 @@ class ZClip(_Stateful):
             return make_result(norm, torch.ones(()), ~torch.isfinite(norm))
         self._to(norm.device)
         g = norm.to(self.mean.dtype)
-        if self.warmup_steps > 0:
-            in_warmup = self.steps < self.warmup_steps
+        finite = torch.isfinite(g)
+        if self.calls < self.warmup_steps:
+            limit = self._warmup(g, finite)
         else:
-            in_warmup = torch.zeros((), dtype=torch.bool, device=g.device)
-        limit = self._limit(g, in_warmup)
-        coef, nonfinite = coef_for(g, limit)
-        scale_(grads, coef, self.foreach)
-        self._update(g, limit, in_warmup)
+            limit = self._track(g, finite)
+        self.calls += 1
+        coef, nonfinite = coef_for(g, limit, ~finite)
+        if not (isinstance(limit, float) and math.isinf(limit)):
+            scale_(grads, coef, self.foreach)
         return make_result(norm, coef.to(norm.dtype), nonfinite)

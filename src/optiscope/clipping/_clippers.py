@@ -84,13 +84,16 @@ class Clipper(Protocol):
         ...
 
 
-def coef_for(norm: torch.Tensor, limit: torch.Tensor | float) -> tuple[torch.Tensor, ...]:
+def coef_for(
+    norm: torch.Tensor, limit: torch.Tensor | float, nonfinite: torch.Tensor | None = None
+) -> tuple[torch.Tensor, ...]:
     """torch's coefficient ``min(1, limit / (norm + 1e-6))``, forced to 1 on a non-finite norm.
 
     Returns:
         ``(coef, nonfinite)`` as 0-d tensors.
     """
-    nonfinite = ~torch.isfinite(norm)
+    if nonfinite is None:
+        nonfinite = ~torch.isfinite(norm)
     coef = torch.clamp(limit / (norm + _EPS), max=1.0)
     return torch.where(nonfinite, 1.0, coef), nonfinite
 

@@ -9,6 +9,7 @@ multiplication by ``min(1, coef)`` rather than an ``if`` (which would synchronis
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterable
 
 import torch
@@ -19,7 +20,7 @@ TensorOrTensors = torch.Tensor | Iterable[torch.Tensor]
 
 # Same constant as torch, so our coefficients match torch's bit for bit.
 _EPS = 1e-6
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
+_LOW_PRECISION = frozenset((torch.float16, torch.bfloat16))
 
 __all__ = ["adaptive_clip_grad_", "clip_grad_norm_", "clip_grad_value_"]
 
@@ -84,7 +85,7 @@ def total_norm(
     if not grads:
         return torch.tensor(0.0)
     get_total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6
-    if get_total_norm is not None and not any(g.dtype in _LOW_PRECISION for g in grads):
+    if get_total_norm is not None and _LOW_PRECISION.isdisjoint({g.dtype for g in grads}):
         return get_total_norm(grads, norm_type, error_if_nonfinite, foreach)
     first = grads[0].device
     norms = per_tensor_norms(grads, norm_type, foreach)
@@ -200,39 +201,35 @@ def clip_grad_value_(
     torch.nn.utils.clip_grad_value_(params, clip_value, foreach=foreach)
 
 
-@functools.lru_cache(maxsize=16)
-def _unit_layout(
-    shapes: tuple[tuple[int, ...], ...], device: torch.device
-) -> tuple[torch.Tensor, tuple[int, ...], tuple[tuple[int, ...], ...]]:
-    """Segment lengths (on ``device``), unit counts and broadcast shapes for AGC.
+@functools.lru_cache(maxsize=32)
+def _shape_groups(
+    shapes: tuple[tuple[int, ...], ...],
+) -> tuple[tuple[tuple[int, int], tuple[int, ...]], ...]:
+    """Tensor indices grouped by shape with their ``(units, unit length)``; cached per model.
 
-    A tensor with more than one dimension has ``shape[0]`` units (rows, output channels);
-    any other tensor is a single unit. Cached per model layout so the host->device copy of
-    the lengths happens once, not every step.
+    A tensor with more than one dimension has ``shape[0]`` units (rows, output channels)
+    of ``numel / shape[0]`` elements; any other tensor is one unit. Tensors of one shape
+    are stacked, so a model costs a few kernels per distinct shape (a handful: layers
+    repeat) instead of several per tensor, and no Python op per tensor.
     """
-    units, lengths, views = [], [], []
-    for shape in shapes:
-        numel = 1
-        for s in shape:
-            numel *= s
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, shape in enumerate(shapes):
+        groups.setdefault(shape, []).append(i)
+    out = []
+    for shape, idx in groups.items():
+        numel = math.prod(shape)
         u = shape[0] if len(shape) > 1 else 1
-        units.append(u)
-        lengths.extend([numel // u] * u)
-        views.append((u,) + (1,) * (len(shape) - 1) if len(shape) > 1 else ())
-    return torch.tensor(lengths, device=device), tuple(units), tuple(views)
+        out.append(((u, numel // u), tuple(idx)))
+    return tuple(out)
 
 
 def _unit_norms(
-    tensors: list[torch.Tensor], lengths: torch.Tensor, norm_type: float, dtype: torch.dtype
+    tensors: list[torch.Tensor], units: tuple[int, int], norm_type: float, dtype: torch.dtype
 ) -> torch.Tensor:
-    """p-norm of every unit of every tensor: one concatenation and one segmented reduction."""
-    flat = torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors])
-    if norm_type == float("inf"):
-        return torch.segment_reduce(flat.abs_(), "max", lengths=lengths, unsafe=True)
-    if norm_type == 2.0:
-        return torch.segment_reduce(flat.square_(), "sum", lengths=lengths, unsafe=True).sqrt_()
-    powered = flat.abs_().pow_(norm_type)
-    return torch.segment_reduce(powered, "sum", lengths=lengths, unsafe=True).pow_(1.0 / norm_type)
+    """``(n, units)`` norms of the units of ``n`` same-shape tensors: one stack, one reduction."""
+    u, k = units
+    stacked = torch.stack(tensors).to(dtype).view(len(tensors), u, k)
+    return torch.linalg.vector_norm(stacked, norm_type, dim=2)
 
 
 def agc_(
@@ -245,40 +242,47 @@ def agc_(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Unit-wise AGC in place; returns (pre-clip norm, post-clip norm, whether any unit clipped).
 
-    With ``skip_nonfinite`` the gradients are left untouched when their norm is NaN/inf
-    (what the clippers do); without it the maths runs as timm's does.
+    With ``skip_nonfinite`` the gradients are left untouched when their global norm is
+    NaN/inf (what the clippers do); without it the maths runs as timm's does.
     """
     pairs = [(p, p.grad) for p in params if p.grad is not None and p.numel() > 0]
     if not pairs:
         zero = torch.tensor(0.0)
         return zero, zero.clone(), torch.tensor(False)
-    pre, post, clipped = [], [], []
     first = pairs[0][1].device
-    for device, group in by_device([g for _, g in pairs]).items():
-        gid = {id(g) for g in group}
-        ws = [p for p, g in pairs if id(g) in gid]
-        lengths, units, views = _unit_layout(tuple(tuple(g.shape) for g in group), device)
-        dtype = _norm_dtype(group)
-        g_norm = _unit_norms(group, lengths, norm_type, dtype)
-        w_norm = _unit_norms(ws, lengths, norm_type, dtype)
+    by_dev: dict[torch.device, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    for p, g in pairs:
+        by_dev.setdefault(g.device, []).append((p, g))
+    # Pass 1: every unit norm (gradients and weights), grouped by device and shape.
+    work = []
+    for group in by_dev.values():
+        ws, gs = [p for p, _ in group], [g for _, g in group]
+        dtype = _norm_dtype(gs)
+        for units, idx in _shape_groups(tuple(tuple(g.shape) for g in gs)):
+            g_sel, w_sel = [gs[i] for i in idx], [ws[i] for i in idx]
+            g_norm = _unit_norms(g_sel, units, norm_type, dtype)
+            w_norm = _unit_norms(w_sel, units, norm_type, dtype)
+            work.append((g_sel, g_norm, w_norm))
+    before = torch.cat([g_norm.reshape(-1).to(first) for _, g_norm, _ in work])
+    pre = torch.linalg.vector_norm(before, norm_type)
+    finite = torch.isfinite(pre) if skip_nonfinite else None
+    # Pass 2: scale each unit in place (a foreach multiply by per-unit factors).
+    after = []
+    for g_sel, g_norm, w_norm in work:
         max_norm = w_norm.clamp_(min=eps).mul_(clip_factor)
-        # timm's rule: keep a unit whose norm is below its limit, else rescale it to the limit.
+        # timm's rule: keep a unit whose norm is below its limit, else rescale it to it.
         scale = torch.where(g_norm < max_norm, 1.0, max_norm / g_norm.clamp(min=_EPS))
-        if skip_nonfinite:
-            finite = torch.isfinite(torch.linalg.vector_norm(g_norm, norm_type))
-            scale = torch.where(finite, scale, 1.0)
-        scale = scale.to(dtype)
-        torch._foreach_mul_(group, [s.view(v) for s, v in zip(scale.split(units), views)])
-        pre.append(torch.linalg.vector_norm(g_norm, norm_type).to(first))
-        post.append(torch.linalg.vector_norm(g_norm * scale, norm_type).to(first))
-        clipped.append((scale < 1).any().to(first))
-    if len(pre) == 1:
-        return pre[0], post[0], clipped[0]
-    return (
-        torch.linalg.vector_norm(torch.stack(pre), norm_type),
-        torch.linalg.vector_norm(torch.stack(post), norm_type),
-        torch.stack(clipped).any(),
-    )
+        if finite is not None:
+            scale = torch.where(finite.to(scale.device), scale, 1.0)
+        shape = g_sel[0].shape
+        trailing = (1,) * (len(shape) - 1) if len(shape) > 1 else ()
+        factors = scale.to(g_sel[0].dtype).view(len(g_sel), -1, *trailing)
+        if len(shape) <= 1:
+            factors = factors.view(len(g_sel))
+        torch._foreach_mul_(g_sel, factors.unbind(0))
+        after.append((g_norm * scale).reshape(-1).to(first))
+    after_t = torch.cat(after)
+    return pre, torch.linalg.vector_norm(after_t, norm_type), (after_t < before).any()
 
 
 @torch.no_grad()
@@ -298,10 +302,12 @@ def adaptive_clip_grad_(
               \quad\text{if}\quad \lVert G_u\rVert \ge \lambda \max(\lVert W_u\rVert,
               \epsilon)
 
-    Same maths as timm's ``adaptive_clip_grad``, but batched: one concatenation and one
-    segmented reduction for all gradient units, one for all weight units, one foreach
-    multiply; no host sync. The paper leaves the final classifier layer out: pass the
-    parameters without it. Memory: two temporary flat copies of the gradients/weights.
+    Same maths as timm's ``adaptive_clip_grad``, but batched: tensors of the same shape
+    are stacked, so there is one unit-norm kernel for their gradients, one for their
+    weights and one multiply per distinct shape (a handful per model, since layers
+    repeat), then one foreach copy back; no Python op per tensor and no host sync. The
+    paper leaves the final classifier layer out: pass the parameters without it. Memory:
+    a temporary copy of the gradients and weights of one shape group at a time.
 
     Args:
         parameters: A tensor or an iterable of tensors; those without ``.grad`` are skipped.
