@@ -246,3 +246,26 @@ def test_fp16_mixed_uses_a_grad_scaler(make_model, make_loaders):
     # Norms are recorded after unscale_: the same order of magnitude as fp32 norms.
     assert all(n < 100 for n in t.grad_norms if math.isfinite(n))
     assert t.global_step + t.skipped_steps == len(train)
+
+
+def test_a_second_train_call_continues(make_model, make_loaders):
+    train, val = make_loaders(64)
+    m = make_model()
+    opt = torch.optim.SGD(m.parameters(), lr=0.05)
+    t = AdvancedTrainer(m, opt, torch.nn.CrossEntropyLoss(), verbose=False)
+    t.train(train, val, 2, early_stopping_patience=1, monitor="train_loss")
+    t.stop_training = True
+    t.train(train, val, 1)
+    assert t.epoch == 3 and len(t.train_losses) == 3 and t.global_step == 3 * len(train)
+
+
+def test_standalone_train_epoch_uses_the_guide_signature(make_model, make_loaders):
+    train, val = make_loaders(64)
+    m = make_model()
+    opt = torch.optim.SGD(m.parameters(), lr=0.05)
+    sch = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5**s)
+    t = AdvancedTrainer(m, opt, torch.nn.CrossEntropyLoss(), verbose=False)
+    loss = t.train_epoch(train, 1, sch, max_grad_norm=None, log_interval=2)
+    assert t.train_losses == [loss] and math.isfinite(loss)
+    assert t.learning_rates == pytest.approx([0.05 * 0.5**k for k in range(len(train))])
+    assert sch.last_epoch == len(train)

@@ -20,7 +20,6 @@ from torch import nn
 
 from optiscope._internal.batches import _to, batch_size
 from optiscope.training import _distributed as ddp
-from optiscope.training._accuracy import count_correct, infer_task
 from optiscope.training._checkpoint import check_writable_dir
 from optiscope.training._clip import NormMeter, apply_clipper
 from optiscope.training._config import RunConfig, TrainerConfig
@@ -28,13 +27,14 @@ from optiscope.training._loggers import ProgressBar
 from optiscope.training._loop import LoopMixin, Run
 from optiscope.training._metrics import MetricBuffer, StepRecord
 from optiscope.training._state import CheckpointMixin
+from optiscope.training._validate import ValidateMixin
 
 __all__ = ["AdvancedTrainer"]
 
 _PLATEAU = torch.optim.lr_scheduler.ReduceLROnPlateau
 
 
-class AdvancedTrainer(LoopMixin, CheckpointMixin):
+class AdvancedTrainer(LoopMixin, ValidateMixin, CheckpointMixin):
     """Train a model with schedules, clipping, tracking, checkpoints and exact resume.
 
     Args:
@@ -246,6 +246,7 @@ class AdvancedTrainer(LoopMixin, CheckpointMixin):
                 ddp.wrap_ddp(self.model, self.device) if self._net is self.model else self._net
             )
             train_loader = ddp.distributed_loader(train_loader, self.seed)
+        self.stop_training = False  # a previous run's early stop does not carry over
         self._open_writers()
         self._callback("on_train_start")
         if self.verbose and self._is_main:
@@ -347,48 +348,6 @@ class AdvancedTrainer(LoopMixin, CheckpointMixin):
         else:
             run.scheduler.step()
 
-    @torch.no_grad()
-    def validate(self, val_loader: Iterable) -> tuple[float, float | None]:
-        """Mean loss and accuracy over ``val_loader`` in eval mode (one host copy).
-
-        Accuracy is for multi-class logits (argmax), a single binary logit (> 0) or a
-        BCELoss probability (> 0.5); it is None for regression.
-
-        Returns:
-            ``(loss, accuracy)``, also appended to ``val_losses``/``val_accuracies``.
-
-        Raises:
-            ValueError: ``val_loader`` is empty.
-        """
-        was_training = self.model.training
-        self.model.eval()
-        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        correct = torch.zeros((), device=self.device, dtype=torch.float64)
-        n = 0
-        try:
-            for inputs, targets in self._batches(val_loader):
-                with self._autocast():
-                    output = self.model(inputs)
-                    loss = self.loss_fn(output, targets)
-                m = batch_size(inputs)
-                loss_sum += loss.detach().double() * m
-                if self._task is None:
-                    self._task = infer_task(self.loss_fn, output, targets)
-                hits = count_correct(output, targets, self._task)
-                if hits is not None:
-                    correct += hits
-                n += m
-        finally:
-            self.model.train(was_training)
-        if n == 0:
-            raise ValueError("val_loader is empty: it yielded no batches")
-        total_loss, total_correct = torch.stack([loss_sum, correct]).tolist()
-        val_loss = total_loss / n
-        accuracy = None if self._task == "regression" else total_correct / n
-        self.val_losses.append(val_loss)
-        self.val_accuracies.append(accuracy)
-        return val_loss, accuracy
-
     def plot_training_curves(
         self, path: str | os.PathLike | None = None, *, show: bool = False
     ) -> Any:
@@ -438,29 +397,6 @@ class AdvancedTrainer(LoopMixin, CheckpointMixin):
                     f"each batch must be an (inputs, targets) pair, got {type(item).__name__}"
                 )
             yield _to(item[0], self.device), _to(item[1], self.device)
-
-    def _check_loader(self, loader: Any, name: str) -> None:
-        if not isinstance(loader, Iterable):
-            raise TypeError(f"{name} must be an iterable of (inputs, targets) batches")
-        try:
-            n = len(loader)  # type: ignore[arg-type]
-        except TypeError:
-            return
-        if n == 0:
-            raise ValueError(f"{name} is empty: it has no batches")
-
-    def _check_scheduler(self, scheduler: Any, interval: str) -> None:
-        if scheduler is None:
-            return
-        if not callable(getattr(scheduler, "step", None)):
-            raise TypeError(f"scheduler must have a step() method, got {type(scheduler).__name__}")
-        if getattr(scheduler, "optimizer", self.optimizer) is not self.optimizer:
-            raise ValueError("scheduler was built for a different optimizer than the trainer's")
-        if isinstance(scheduler, _PLATEAU) and interval != "epoch":
-            raise ValueError(
-                "ReduceLROnPlateau needs scheduler_interval='epoch' (it steps on the "
-                f"validation loss), got {interval!r}"
-            )
 
     def _step_loss_sum(self) -> torch.Tensor:
         losses = self._buffer._losses
