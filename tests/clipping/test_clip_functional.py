@@ -216,6 +216,23 @@ class TestAdaptiveClipGrad:
     def test_empty(self):
         assert torch.equal(adaptive_clip_grad_([], 0.01), torch.tensor(0.0))
 
+    def test_zero_size_non_contiguous_and_mixed_dtype(self):
+        gen = torch.Generator().manual_seed(9)
+        w = torch.nn.Parameter(torch.randn(4, 6, generator=gen))
+        w.grad = torch.randn(6, 4, generator=gen).t()  # same shape, transposed storage
+        empty = torch.nn.Parameter(torch.zeros(0, 3))
+        empty.grad = torch.zeros(0, 3)
+        w64 = torch.nn.Parameter(torch.randn(4, 6, generator=gen, dtype=torch.float64))
+        w64.grad = torch.randn(4, 6, generator=gen, dtype=torch.float64)
+        ours = [w, empty, w64]
+        ref = clone_params(ours)
+        assert not w.grad.is_contiguous()
+        adaptive_clip_grad_(ours, clip_factor=0.01)
+        timm_adaptive_clip_grad(ref, 0.01)
+        for a, b in zip(ours, ref):
+            assert a.grad.dtype == b.grad.dtype
+            torch.testing.assert_close(a.grad, b.grad)
+
 
 class TestBadInput:
     @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), -float("inf")])

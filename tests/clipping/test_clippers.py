@@ -420,3 +420,41 @@ class TestBadInput:
         else:
             with pytest.raises(ValueError, match="percentile"):
                 AutoClip(percentile=q)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+class TestCUDA:
+    def test_no_device_sync_per_call(self):
+        """CUDA's own sync detector: any implicit device->host wait raises."""
+        from optiscope import GradientTracker, adaptive_clip_grad_, clip_grad_norm_
+
+        model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Linear(32, 4)).cuda()
+        clippers = all_clippers()
+        tracker = GradientTracker(model)
+
+        def step(scale: float) -> None:
+            model.zero_grad()
+            (model(torch.randn(8, 16, device="cuda")).sum() * scale).backward()
+            tracker.record()
+            for clip in clippers:
+                clip(model.parameters())
+            clip_grad_norm_(model.parameters(), 1.0)
+            adaptive_clip_grad_(model.parameters())
+
+        step(1.0)  # first call moves clipper state to the device
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for s in (1.0, 100.0, float("inf")):
+                step(s)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert len(tracker) == 4
+
+    def test_fp16_grads_norm_in_float32(self):
+        p = torch.nn.Parameter(torch.zeros(4096, device="cuda", dtype=torch.float16))
+        p.grad = torch.full_like(p, 300.0)
+        r = NormClip(1.0)([p])
+        assert r.total_norm.dtype == torch.float32
+        assert math.isclose(r.total_norm.item(), 300.0 * 64, rel_tol=1e-3)
+        assert math.isclose(p.grad.float().norm().item(), 1.0, rel_tol=1e-2)

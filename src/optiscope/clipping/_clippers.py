@@ -62,8 +62,10 @@ class ClipResult:
             "clipped": bool, "nonfinite": bool}``.
         """
         names = [f.name for f in fields(self)]
-        values = torch.stack([getattr(self, n).detach().double().cpu() for n in names])
-        host = values.tolist()
+        dtype = self.total_norm.dtype
+        device = self.total_norm.device
+        values = torch.stack([getattr(self, n).detach().to(device, dtype) for n in names])
+        host = values.cpu().tolist()
         return {n: (bool(v) if n in ("clipped", "nonfinite") else v) for n, v in zip(names, host)}
 
 

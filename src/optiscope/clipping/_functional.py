@@ -203,20 +203,20 @@ def clip_grad_value_(
 
 @functools.lru_cache(maxsize=32)
 def _shape_groups(
-    shapes: tuple[tuple[int, ...], ...],
+    layout: tuple[tuple[tuple[int, ...], torch.dtype], ...],
 ) -> tuple[tuple[tuple[int, int], tuple[int, ...]], ...]:
-    """Tensor indices grouped by shape with their ``(units, unit length)``; cached per model.
+    """Tensor indices grouped by (shape, dtype) with their ``(units, unit length)``.
 
     A tensor with more than one dimension has ``shape[0]`` units (rows, output channels)
     of ``numel / shape[0]`` elements; any other tensor is one unit. Tensors of one shape
     are stacked, so a model costs a few kernels per distinct shape (a handful: layers
-    repeat) instead of several per tensor, and no Python op per tensor.
+    repeat) instead of several per tensor, and no Python op per tensor. Cached per model.
     """
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, shape in enumerate(shapes):
-        groups.setdefault(shape, []).append(i)
+    groups: dict[tuple[tuple[int, ...], torch.dtype], list[int]] = {}
+    for i, key in enumerate(layout):
+        groups.setdefault(key, []).append(i)
     out = []
-    for shape, idx in groups.items():
+    for (shape, _), idx in groups.items():
         numel = math.prod(shape)
         u = shape[0] if len(shape) > 1 else 1
         out.append(((u, numel // u), tuple(idx)))
@@ -258,7 +258,7 @@ def agc_(
     for group in by_dev.values():
         ws, gs = [p for p, _ in group], [g for _, g in group]
         dtype = _norm_dtype(gs)
-        for units, idx in _shape_groups(tuple(tuple(g.shape) for g in gs)):
+        for units, idx in _shape_groups(tuple((tuple(g.shape), g.dtype) for g in gs)):
             g_sel, w_sel = [gs[i] for i in idx], [ws[i] for i in idx]
             g_norm = _unit_norms(g_sel, units, norm_type, dtype)
             w_norm = _unit_norms(w_sel, units, norm_type, dtype)

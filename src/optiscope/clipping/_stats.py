@@ -144,7 +144,7 @@ class GradientTracker:
         """
         if not self._pending:
             return {"global": [], "layers": {name: [] for name in self.layers}}
-        table = torch.stack(self._pending).double().cpu().tolist()
+        table = torch.stack(self._pending).cpu().double().tolist()
         columns = list(zip(*table))
         return {
             "global": list(columns[0]),
@@ -166,12 +166,10 @@ class GradientTracker:
         """
         if not self._pending:
             raise ValueError("nothing recorded yet: call record() after backward()")
-        table = torch.stack(self._pending).double()
-        stats = (
-            torch.stack([table.mean(0), table.max(0).values, table.min(0).values, table[-1]])
-            .cpu()
-            .tolist()
-        )
+        table = torch.stack(self._pending).cpu().double()
+        stats = torch.stack(
+            [table.mean(0), table.max(0).values, table.min(0).values, table[-1]]
+        ).tolist()
         names = ["global", *self.layers]
         keys = ("mean", "max", "min", "last")
         return {n: {k: stats[r][c] for r, k in enumerate(keys)} for c, n in enumerate(names)}
