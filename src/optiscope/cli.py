@@ -84,4 +84,5 @@ _COMMAND_MODULES: list[str] = [
     "optiscope._commands.lr_find",
     "optiscope._commands.landscape",
     "optiscope._commands.report",
+    "optiscope._commands.schedules",
 ]

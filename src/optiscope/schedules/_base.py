@@ -140,14 +140,16 @@ class Schedule:
         from optiscope.schedules._registry import registry_name
 
         out: dict[str, Any] = {"name": registry_name(type(self))}
-        for name in inspect.signature(type(self).__init__).parameters:
-            if name == "self":
-                continue
+        for name in self._param_names():
             out[name] = _plain(getattr(self, name))
         return out
 
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
+        params = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._param_names())
         return f"{type(self).__name__}({params})"
 
     def __eq__(self, other: object) -> bool:

@@ -78,12 +78,24 @@ class CosineAnnealingWarmRestarts(Schedule):
         )
         self._t0 = Fraction(self.T_0)
         self._m = Fraction(self.T_mult)
+        # Integer T_0 and T_mult: boundaries are integers, so plain int arithmetic is exact.
+        self._integral = isinstance(self.T_0, int) and isinstance(self.T_mult, int)
+        self._starts: dict[int, Fraction | int] = {}
 
-    def _start(self, k: int) -> Fraction:
-        """Exact first step of cycle ``k``."""
-        if self._m == 1:
-            return self._t0 * k
-        return self._t0 * (self._m**k - 1) / (self._m - 1)
+    def _start(self, k: int) -> Fraction | int:
+        """Exact first step of cycle ``k`` (memoised: boundaries are reused every step)."""
+        start = self._starts.get(k)
+        if start is None:
+            t0, m = (self.T_0, self.T_mult) if self._integral else (self._t0, self._m)
+            if m == 1:
+                start = t0 * k
+            elif self._integral:
+                start = t0 * (m**k - 1) // (m - 1)  # exact: m - 1 divides m**k - 1
+            else:
+                start = t0 * (m**k - 1) / (m - 1)
+            if len(self._starts) < 4096:
+                self._starts[k] = start
+        return start
 
     def cycle(self, t: float) -> tuple[int, float, float]:
         """Locate step ``t``: ``(cycle index k, steps since the cycle began, cycle length)``.
@@ -93,9 +105,10 @@ class CosineAnnealingWarmRestarts(Schedule):
             (2, 5.0, 40.0)
         """
         t = float(t)
-        tf = Fraction(t)
+        # Boundaries are integers when T_0 and T_mult are, so floor(t) compares the same.
+        tf = math.floor(t) if self._integral else Fraction(t)
         if self._m == 1:
-            k = math.floor(tf / self._t0)
+            k = math.floor(tf / self._t0) if not self._integral else tf // self.T_0
         else:
             mf = float(self.T_mult)
             guess = math.log1p(t / self.T_0 * (mf - 1.0)) / math.log(mf)
@@ -108,7 +121,11 @@ class CosineAnnealingWarmRestarts(Schedule):
                 k -= 1
             while self._start(k + 1) <= tf:
                 k += 1
-        return k, float(tf - self._start(k)), float(self._t0 * self._m**k)
+        start = self._start(k)
+        if self._integral:
+            # t - start is exact in floating point (start is an integer <= t < 2**53)
+            return k, t - start, float(self.T_0 * self.T_mult**k)
+        return k, float(Fraction(t) - start), float(self._t0 * self._m**k)
 
     def _value(self, t: float) -> float:
         k, t_cur, t_i = self.cycle(t)
