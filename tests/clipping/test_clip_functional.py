@@ -110,6 +110,23 @@ class TestClipGradNormMatchesTorch:
             torch.testing.assert_close(ours[0].grad, ref[0].grad, equal_nan=True)
 
 
+class TestOlderTorch:
+    """torch < 2.6 has no get_total_norm/clip_grads_with_norm_: the fallback must agree."""
+
+    @pytest.mark.parametrize("norm_type", NORM_TYPES)
+    def test_fallback_matches_torch(self, monkeypatch, norm_type):
+        ours = make_params([(5, 4), (4,), (3, 2, 2)], seed=11, scale=4.0, with_none=True)
+        ref = clone_params(ours)
+        want = torch.nn.utils.clip_grad_norm_(ref, 0.3, norm_type)
+        monkeypatch.delattr(torch.nn.utils, "get_total_norm")
+        monkeypatch.delattr(torch.nn.utils, "clip_grads_with_norm_")
+        got = clip_grad_norm_(ours, 0.3, norm_type)
+        torch.testing.assert_close(got, want)
+        for a, b in zip(ours, ref):
+            if a.grad is not None:
+                torch.testing.assert_close(a.grad, b.grad)
+
+
 class TestLowPrecision:
     @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
     def test_norm_in_float32_no_overflow(self, dtype):
