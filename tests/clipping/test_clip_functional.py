@@ -315,3 +315,16 @@ class TestNoHostSync:
                 adaptive_clip_grad_(model.parameters(), 0.01, norm_type=p)
             clip_grad_value_(model.parameters(), 0.1)
         assert sum(counts.values()) == 0, counts
+
+
+def test_mixed_dtypes_and_repeated_tensor():
+    a = torch.nn.Parameter(torch.ones(3))
+    a.grad = torch.full((3,), 2.0)
+    b = torch.nn.Parameter(torch.ones(2, dtype=torch.bfloat16))
+    b.grad = torch.full((2,), 3.0, dtype=torch.bfloat16)
+    # 12 + 18 (+ 12 again for the repeated a) under the square root.
+    norm = clip_grad_norm_([a, b, a], max_norm=float("inf"))
+    assert math.isclose(norm.item(), math.sqrt(42.0), rel_tol=1e-6)
+    clip_grad_norm_([a, b], max_norm=1.0)
+    total = math.sqrt(a.grad.pow(2).sum().item() + b.grad.float().pow(2).sum().item())
+    assert math.isclose(total, 1.0, rel_tol=1e-2)

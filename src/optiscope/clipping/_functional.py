@@ -60,14 +60,18 @@ def per_tensor_norms(
     """
     dtype = _norm_dtype(tensors)
     out: list[torch.Tensor | None] = [None] * len(tensors)
-    index = {id(t): i for i, t in enumerate(tensors)}
-    for device, group in by_device(tensors).items():
+    # Foreach kernels want one device and one dtype per call (like torch's own grouping).
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault((t.device, t.dtype), []).append(i)
+    for (device, _), idx in groups.items():
+        group = [tensors[i] for i in idx]
         if _foreach_ok(device, foreach):
             norms = torch._foreach_norm(group, norm_type, dtype=dtype)
         else:
             norms = [torch.linalg.vector_norm(t, norm_type, dtype=dtype) for t in group]
-        for t, n in zip(group, norms):
-            out[index[id(t)]] = n
+        for i, n in zip(idx, norms):
+            out[i] = n
     return out  # type: ignore[return-value]
 
 
@@ -100,8 +104,11 @@ def total_norm(
 
 
 def scale_(grads: list[torch.Tensor], coef: torch.Tensor, foreach: bool | None = None) -> None:
-    """Multiply every gradient in place by the 0-d tensor ``coef`` (one kernel per device)."""
-    for device, group in by_device(grads).items():
+    """Multiply every gradient in place by the 0-d tensor ``coef`` (one kernel per group)."""
+    groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+    for g in grads:
+        groups.setdefault((g.device, g.dtype), []).append(g)
+    for (device, _), group in groups.items():
         c = coef.to(device)
         if _foreach_ok(device, foreach):
             torch._foreach_mul_(group, c)
