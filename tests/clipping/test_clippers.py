@@ -41,7 +41,7 @@ def all_clippers() -> list[Clipper]:
         ValueClip(0.1),
         AGC(0.01),
         AutoClip(10.0, history_size=8),
-        ZClip(warmup_steps=2),
+        ZClip(warmup_steps=2, max_grad_norm=100.0),
     ]
 
 
@@ -171,8 +171,9 @@ def clip_threshold_inf(clip: AutoClip) -> bool:
 def zclip_reference(norms, alpha, z_thresh, warmup_steps, max_grad_norm, option):
     """ZClip in plain Python floats (the algorithm of Kumar et al. 2025's reference code).
 
-    Warm-up is the first ``warmup_steps`` calls; non-finite norms are left unclipped and
-    never enter the statistics.
+    Warm-up is the first ``warmup_steps`` calls; ``max_grad_norm`` caps every call; the EMAs
+    see the spike threshold, not the cap; non-finite norms are left unclipped and never
+    enter the statistics.
     """
     mean = var = 0.0
     initialized = False
@@ -191,6 +192,7 @@ def zclip_reference(norms, alpha, z_thresh, warmup_steps, max_grad_norm, option)
                 out.append(g)
                 continue
             limit = math.inf
+            cap = max_grad_norm if max_grad_norm is not None else math.inf
             if not initialized:
                 mean, var, initialized = g, 0.0, True
             else:
@@ -205,6 +207,7 @@ def zclip_reference(norms, alpha, z_thresh, warmup_steps, max_grad_norm, option)
                 v = min(g, limit)
                 mean = alpha * mean + (1 - alpha) * v
                 var = alpha * var + (1 - alpha) * (v - mean) ** 2
+            limit = min(limit, cap)  # the fixed cap holds after warm-up as well
         out.append(g * min(1.0, limit / (g + 1e-6)) if math.isfinite(g) else g)
     return out
 

@@ -155,9 +155,10 @@ ClipOption = Literal["adaptive_scaling", "threshold", "mean"]
 class ZClip(_Stateful):
     r"""Clip gradient-norm spikes by their z-score against EMA statistics (ZClip, 2025).
 
-    During the first ``warmup_steps`` calls the gradients are clipped to ``max_grad_norm``
-    (if given) while the finite norms are collected; their mean and population variance
-    then start exponential moving averages :math:`\mu, \sigma^2` (factor ``alpha``).
+    During the first ``warmup_steps`` calls the finite norms are collected; their mean and
+    population variance then start exponential moving averages :math:`\mu, \sigma^2`
+    (factor ``alpha``). ``max_grad_norm``, if given, is a fixed global-norm cap applied at
+    every call, during warm-up and after (as in the authors' reference code).
     Afterwards a norm :math:`g` with :math:`z = (g-\mu)/\sigma > z_{thresh}` is a spike
     and is clipped to
 
@@ -177,7 +178,7 @@ class ZClip(_Stateful):
         z_thresh: z-score above which a norm is a spike, in ``(0, inf)``.
         warmup_steps: Calls spent collecting norms before spike detection, ``>= 0``
             (0: the first finite norm starts the EMAs with zero variance).
-        max_grad_norm: Fixed global-norm limit during warm-up, in ``(0, inf]``, or None.
+        max_grad_norm: Fixed global-norm cap at every call, in ``(0, inf]``, or None.
         clip_option: Where a spike is clipped to; see above.
         norm_type: Order ``p`` of the norm, in ``(0, inf]``.
         foreach: Use the foreach kernels (None: wherever the device supports them).
@@ -255,7 +256,7 @@ class ZClip(_Stateful):
         super().load_state_dict(state_dict)
         self.calls = calls
 
-    def _warmup(self, g: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
+    def _warmup(self, g: torch.Tensor, finite: torch.Tensor) -> float:
         """Collect the norm; returns the limit (max_grad_norm or inf)."""
         i = self.calls
         self.warmup_norms[i] = torch.where(finite, g, 0.0)
@@ -307,6 +308,10 @@ class ZClip(_Stateful):
             limit = self._warmup(g, finite)
         else:
             limit = self._track(g, finite)
+            if self.max_grad_norm is not None:
+                # The fixed cap holds after warm-up too (as in the reference code); the
+                # EMAs above saw only the spike threshold, not this cap.
+                limit = torch.clamp(limit, max=self.max_grad_norm)
         self.calls += 1
         coef, nonfinite = coef_for(g, limit, ~finite)
         if not (isinstance(limit, float) and math.isinf(limit)):
