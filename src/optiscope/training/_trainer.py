@@ -10,6 +10,7 @@ a log point (every ``log_interval`` optimizer steps and every epoch end).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -323,7 +324,9 @@ class AdvancedTrainer(LoopMixin, ValidateMixin, CheckpointMixin):
         bad = False
         if self.config.nonfinite != "ignore":
             # The one host read per step that skip/raise need (GradScaler does the same).
-            bad = not bool(torch.isfinite(norm + self._step_loss_sum()))
+            # NaN or inf in either term makes the sum non-finite; one .item() of a float
+            # is cheaper than isfinite() + bool() and syncs just the same.
+            bad = not math.isfinite((norm + self._step_loss_sum()).item())
             if bad:
                 self._handle_nonfinite(epoch)
         else:
@@ -396,7 +399,10 @@ class AdvancedTrainer(LoopMixin, ValidateMixin, CheckpointMixin):
                 raise TypeError(
                     f"each batch must be an (inputs, targets) pair, got {type(item).__name__}"
                 )
-            yield _to(item[0], self.device), _to(item[1], self.device)
+            if self.device.type == "cpu":
+                yield item[0], item[1]  # the model is on the CPU; so is what a loader yields
+            else:
+                yield _to(item[0], self.device), _to(item[1], self.device)
 
     def _step_loss_sum(self) -> torch.Tensor:
         losses = self._buffer._losses
