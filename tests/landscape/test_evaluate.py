@@ -22,7 +22,7 @@ def _models(digits):
 
 
 @pytest.mark.parametrize("method", ["vmap", "walk"])
-@pytest.mark.parametrize("first_layer", [False, None])
+@pytest.mark.parametrize("first_layer", [False, True])
 def test_plane_equals_brute_force(digits, method, first_layer):
     for _, model, X in _models(digits):
         y = digits[1]
@@ -63,6 +63,21 @@ def test_line_equals_brute_force_with_accuracy(digits, method):
             model, lambda o, t: (o.argmax(1) == t).float().mean(), X, y, [d], ls.alphas[:, None]
         )
         np.testing.assert_allclose(ls["accuracy"], acc, atol=1e-6)
+
+
+def test_auto_over_batches_equals_brute_force(digits):
+    # auto measures on the first batch and keeps the probe's values: check they land on
+    # the right grid points, and that later batches add up with the right weights.
+    X, y = digits
+    for _, model, Xm in _models(digits):
+        loader = DataLoader(TensorDataset(Xm, y), batch_size=100)
+        d1, d2 = L.random_directions(model, 2, seed=3)
+        ls = L.plane(model, CE, loader, d1=d1, d2=d2, num_points=5, progress=False)
+        aa, bb = np.meshgrid(ls.alphas, ls.betas, indexing="ij")
+        ref = brute_force(model, CE, Xm, y, [d1, d2], np.stack([aa.ravel(), bb.ravel()], 1))
+        np.testing.assert_allclose(ls.loss, ref.reshape(5, 5), rtol=2e-5, atol=2e-6)
+        assert ls.metadata["method"] in ("vmap", "walk")
+        assert isinstance(ls.metadata["first_layer"], bool)
 
 
 def test_vmap_and_walk_agree_on_a_larger_grid(digits):

@@ -35,8 +35,9 @@ __all__ = ["evaluate_points", "resolve_metrics", "check_directions", "METHODS"]
 
 METHODS = ("auto", "vmap", "walk")
 Metric = Callable[[torch.Tensor, Any], torch.Tensor]
-# Memory a chunk may use on the CPU; on CUDA a quarter of the free memory.
-_CPU_BUDGET = 512 * 2**20
+# Memory a chunk may use on the CPU: larger chunks spill out of the caches and run slower
+# (measured on the digits MLP), so stay near cache size. On CUDA a quarter of free memory.
+_CPU_BUDGET = 32 * 2**20
 
 
 def _accuracy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -150,18 +151,18 @@ def _affine(first: nn.Module, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor 
     return first._conv_forward(x, w, b)
 
 
-def _prefix(s: _Setup, x: torch.Tensor) -> list[torch.Tensor] | None:
-    """``[f(X; W0, b0), f(X; U_1, ub_1), ...]`` for the first affine layer."""
+def _prefix(s: _Setup, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(f(X; W0, b0), stack_i f(X; U_i, ub_i))`` for the first affine layer."""
     if s.first is None:
         return None
     w0, b0 = s.first.weight, s.first.bias
-    out = [_affine(s.first, x, w0, b0)]
     idx = {n: j for j, n in enumerate(s.names)}
+    parts = []
     for i in range(len(s.dirs)):
         dw = s.dirs[i][idx["0.weight"]] if "0.weight" in idx else torch.zeros_like(w0)
         db = s.dirs[i][idx["0.bias"]] if "0.bias" in idx and b0 is not None else None
-        out.append(_affine(s.first, x, dw, db))
-    return out
+        parts.append(_affine(s.first, x, dw, db))
+    return _affine(s.first, x, w0, b0), torch.stack(parts)
 
 
 def _stack_metrics(s: _Setup, out: torch.Tensor, y: Any) -> torch.Tensor:
@@ -180,22 +181,29 @@ def _stack_metrics(s: _Setup, out: torch.Tensor, y: Any) -> torch.Tensor:
 
 
 def _walk_chunk(s: _Setup, x: Any, y: Any, coefs: np.ndarray, pre) -> torch.Tensor:
+    # With first-layer algebra the first layer's weights are never read, so skip them.
+    keep = [j for j, n in enumerate(s.names) if pre is None or not n.startswith("0.")]
+    params, base = [s.params[j] for j in keep], [s.base[j] for j in keep]
+    dirs = [[d[j] for j in keep] for d in s.dirs]
     rows = []
     for c in coefs:
-        torch._foreach_copy_(s.params, s.base)
-        for i, ci in enumerate(c):
-            if ci != 0.0:
-                torch._foreach_add_(s.params, s.dirs[i], alpha=float(ci))
+        if params:
+            # From the base each time (not cumulative steps), so no rounding drift.
+            torch._foreach_copy_(params, base)
+            for i, ci in enumerate(c):
+                if ci != 0.0:
+                    torch._foreach_add_(params, dirs[i], alpha=float(ci))
         if pre is None:
             out = s.model(x)
         else:
-            h = pre[0]
+            h = pre[0].clone()
             for i, ci in enumerate(c):
                 if ci != 0.0:
-                    h = h + float(ci) * pre[i + 1]
+                    h.add_(pre[1][i], alpha=float(ci))
             out = s.rest(h)
         rows.append(_stack_metrics(s, out, y))
-    torch._foreach_copy_(s.params, s.base)
+    if params:
+        torch._foreach_copy_(params, base)
     return torch.stack(rows)
 
 
@@ -209,7 +217,7 @@ def _vmap_chunk(s: _Setup, x: Any, y: Any, coefs: torch.Tensor, pre) -> torch.Te
         if pre is None:
             out = torch.func.functional_call(module, params, (x,), strict=False)
         else:
-            h = pre[0] + torch.tensordot(c, torch.stack(pre[1:]), dims=1)
+            h = pre[0] + torch.tensordot(c, pre[1], dims=1)
             out = torch.func.functional_call(module, params, (h,), strict=False)
         return _stack_metrics(s, out, y)
 
@@ -251,29 +259,77 @@ def _timed(fn: Callable[[], torch.Tensor], device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def _choose(s, x, y, coefs, pre, chunk, device, group) -> str:
-    """Time both paths on a few points of the first batch; all ranks agree on the pick."""
-    k = min(len(coefs), max(4, min(chunk, 32)))
+def _agree(times: list[float], device: torch.device, group: Any) -> list[float]:
+    """The slowest rank's timings, so every rank makes the same choice."""
+    if group is None:
+        return times
+    import torch.distributed as dist
+
+    t = torch.nan_to_num(torch.tensor(times, dtype=torch.float64), posinf=1e300)
+    if dist.get_backend(group) == "nccl":
+        t = t.to(device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+    return [float(v) for v in t.cpu()]
+
+
+def _first_layer_pays(s: _Setup, x: torch.Tensor, device: torch.device, group: Any) -> bool:
+    """Whether combining precomputed outputs beats recomputing the first layer.
+
+    The combination is memory-bound ((k + 2) passes over the layer output) and the layer a
+    matmul, so it pays for wide inputs (big in_features or conv kernels) and not for
+    narrow ones; which side of the line a model is on depends on the machine, so measure.
+    """
+    h0, hd = _prefix(s, x)
+    w, b = s.first.weight, s.first.bias
+
+    def direct() -> None:
+        _affine(s.first, x, w, b)
+
+    def combine() -> None:
+        h = h0.clone()
+        for i in range(hd.shape[0]):
+            h.add_(hd[i], alpha=0.5)
+
+    t_direct = min(_timed(direct, device) for _ in range(5))
+    t_combine = min(_timed(combine, device) for _ in range(5))
+    t_direct, t_combine = _agree([t_direct, t_combine], device, group)
+    return t_combine < 0.8 * t_direct
+
+
+def _choose(s, x, y, coefs, pre, chunk, device, group) -> tuple[str, torch.Tensor | None]:
+    """Time both paths on a few points of the first batch; all ranks agree on the pick.
+
+    Returns the method and the winner's values for the first points it already computed
+    (the probe is real work, not thrown away).
+    """
+    if len(coefs) < 8 and group is None:
+        # Too few points to amortise a measurement (or vmap's set-up): the plain walk.
+        # (Under torch.distributed every rank measures, or the all_reduce would hang.)
+        return "walk", None
+    k = min(len(coefs), max(4, min(chunk, 16)))
     probe = coefs[:k]
     probe_t = torch.as_tensor(probe, dtype=s.base[0].dtype, device=device)
+    vals_vmap = None
     try:
         _vmap_chunk(s, x, y, probe_t[:1], pre)  # first call pays for tracing set-up
-        t_vmap = _timed(lambda: _vmap_chunk(s, x, y, probe_t, pre), device) / k
+        t0 = time.perf_counter()
+        vals_vmap = _vmap_chunk(s, x, y, probe_t, pre)
+        t_vmap = _since(t0, device) / k
     except (RuntimeError, NotImplementedError, TypeError):
         # Some ops (data-dependent control flow, .item() in a loss) cannot be vmapped.
         t_vmap = float("inf")
     kw = max(1, k // 4)
-    t_walk = _timed(lambda: _walk_chunk(s, x, y, probe[:kw], pre), device) / kw
-    if group is not None:
-        import torch.distributed as dist
+    t0 = time.perf_counter()
+    vals_walk = _walk_chunk(s, x, y, probe[:kw], pre)
+    t_walk = _since(t0, device) / kw
+    t_vmap, t_walk = _agree([t_vmap, t_walk], device, group)
+    return ("vmap", vals_vmap) if t_vmap < t_walk else ("walk", vals_walk)
 
-        t = torch.tensor([t_vmap, t_walk], dtype=torch.float64)
-        t = torch.nan_to_num(t, posinf=1e300)
-        if dist.get_backend(group) == "nccl":
-            t = t.to(device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
-        t_vmap, t_walk = (float(v) for v in t.cpu())
-    return "vmap" if t_vmap < t_walk else "walk"
+
+def _since(t0: float, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
 
 
 def evaluate_points(
@@ -330,7 +386,13 @@ def evaluate_points(
         raise ValueError("first_layer=True needs an nn.Sequential starting with Linear or Conv2d")
 
     values = torch.zeros((len(coefs), len(mfns)), dtype=torch.float64, device=device)
-    info: dict[str, Any] = {"method": None, "chunk_size": chunk_size, "samples": 0, "batches": 0}
+    info: dict[str, Any] = {
+        "method": None,
+        "first_layer": None,
+        "chunk_size": chunk_size,
+        "samples": 0,
+        "batches": 0,
+    }
     bar = None
     with preserved(model), torch.no_grad():
         model.train(train)
@@ -353,21 +415,30 @@ def evaluate_points(
         total = 0
         for x, y in iter_batches(data, targets, max_batches=max_batches, device=device):
             n = batch_size(x)
+            if info.get("first_layer") is None:
+                use = s.first is not None and (
+                    first_layer is True or _first_layer_pays(s, x, device, group)
+                )
+                if not use:
+                    s.first = s.rest = None
+                info["first_layer"] = use
             pre = _prefix(s, x) if s.first is not None else None
             if info["chunk_size"] is None:
                 info["chunk_size"] = _chunk_size(s, x, device)
             chunk = info["chunk_size"]
+            done = 0
             if info["method"] is None:
-                info["method"] = (
-                    "walk"
-                    if train
-                    else method
-                    if method != "auto"
-                    else _choose(s, x, y, coefs, pre, chunk, device, group)
-                )
+                if train or method != "auto":
+                    info["method"] = "walk" if train else method
+                else:
+                    info["method"], first_vals = _choose(s, x, y, coefs, pre, chunk, device, group)
+                    if first_vals is not None:
+                        done = len(first_vals)
+                        values[:done] += first_vals.to(torch.float64) * n
             if bar is None and progress is not False:
                 bar = _progress(data, max_batches, len(coefs), progress)
-            for start in range(0, len(coefs), chunk):
+                bar.update(done)
+            for start in range(done, len(coefs), chunk):
                 block = coefs[start : start + chunk]
                 if info["method"] == "vmap":
                     ct = torch.as_tensor(block, dtype=base[0].dtype, device=device)

@@ -77,6 +77,7 @@ def _metadata(model, info, seconds, g_kinds, **extra) -> dict[str, Any]:
         "num_samples": int(info["samples"]),
         "num_batches": int(info["batches"]),
         "method": info["method"],
+        "first_layer": bool(info["first_layer"]),
         "chunk_size": info["chunk_size"],
         "local_points": int(info["local_points"]),
         "world_size": dist.get_world_size() if ready else 1,
