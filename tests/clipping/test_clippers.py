@@ -97,6 +97,15 @@ class TestValueClip:
         torch.testing.assert_close(r.clip_coef, after / before)
         assert r.clipped.item()
 
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+    def test_matches_torch_in_every_dtype(self, dtype):
+        ours = make_params([(7, 3), (5,)], seed=5, scale=0.3, dtype=dtype)
+        ref = clone_params(ours)
+        ValueClip(0.1)(ours)
+        torch.nn.utils.clip_grad_value_(ref, 0.1)
+        for a, b in zip(ours, ref):
+            assert a.grad.dtype == dtype and torch.equal(a.grad, b.grad)
+
     def test_not_clipped_when_inside(self):
         params = make_params([(3,)], seed=3, scale=1e-3)
         r = ValueClip(1.0)(params)

@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from optiscope.clipping import _checks
-from optiscope.clipping._functional import TensorOrTensors, agc_, by_device, scale_, total_norm
+from optiscope.clipping._functional import TensorOrTensors, agc_, scale_, total_norm
 
 __all__ = ["AGC", "ClipResult", "Clipper", "NoClip", "NormClip", "ValueClip"]
 
@@ -266,9 +266,13 @@ class ValueClip(_Base):
             return make_result(norm, torch.ones(()), nonfinite)
         # The limit becomes inf on a non-finite norm, so those gradients stay untouched
         # without a host-side branch.
-        limit = torch.where(nonfinite, math.inf, self.clip_value).to(torch.float32)
-        for device, group in by_device(grads).items():
-            hi = limit.to(device)
+        groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+        for g in grads:
+            groups.setdefault((g.device, g.dtype), []).append(g)
+        for (device, dtype), group in groups.items():
+            # In the gradients' own dtype, so the clamp matches torch's to the bit.
+            value = torch.full((), self.clip_value, dtype=dtype, device=device)
+            hi = torch.where(nonfinite.to(device), math.inf, value)
             torch._foreach_minimum_(group, [hi] * len(group))
             torch._foreach_maximum_(group, [-hi] * len(group))
         after = total_norm(grads, self.norm_type, foreach=self.foreach)
