@@ -20,7 +20,13 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from optiscope.clipping import _checks
-from optiscope.clipping._functional import TensorOrTensors, agc_, scale_, total_norm
+from optiscope.clipping._functional import (
+    TensorOrTensors,
+    agc_,
+    group_by_device_and_dtype,
+    scale_,
+    total_norm,
+)
 
 __all__ = ["AGC", "ClipResult", "Clipper", "NoClip", "NormClip", "ValueClip"]
 
@@ -266,10 +272,7 @@ class ValueClip(_Base):
             return make_result(norm, torch.ones(()), nonfinite)
         # The limit becomes inf on a non-finite norm, so those gradients stay untouched
         # without a host-side branch.
-        groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
-        for g in grads:
-            groups.setdefault((g.device, g.dtype), []).append(g)
-        for (device, dtype), group in groups.items():
+        for (device, dtype), group in group_by_device_and_dtype(grads).items():
             # In the gradients' own dtype, so the clamp matches torch's to the bit.
             value = torch.full((), self.clip_value, dtype=dtype, device=device)
             hi = torch.where(nonfinite.to(device), math.inf, value)

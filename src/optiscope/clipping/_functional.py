@@ -103,12 +103,28 @@ def total_norm(
     return result
 
 
+try:  # torch's own C++ grouping (what clip_grad_norm_ uses); private, so guarded
+    from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
+except ImportError:  # pragma: no cover - older or future torch
+    _group_tensors_by_device_and_dtype = None
+
+
+def group_by_device_and_dtype(
+    tensors: list[torch.Tensor],
+) -> dict[tuple[torch.device, torch.dtype], list[torch.Tensor]]:
+    """``tensors`` grouped for foreach kernels (one device and dtype per group)."""
+    if _group_tensors_by_device_and_dtype is not None:
+        grouped = _group_tensors_by_device_and_dtype([tensors])
+        return {key: lists[0] for key, (lists, _) in grouped.items()}
+    groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+    for t in tensors:
+        groups.setdefault((t.device, t.dtype), []).append(t)
+    return groups
+
+
 def scale_(grads: list[torch.Tensor], coef: torch.Tensor, foreach: bool | None = None) -> None:
     """Multiply every gradient in place by the 0-d tensor ``coef`` (one kernel per group)."""
-    groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
-    for g in grads:
-        groups.setdefault((g.device, g.dtype), []).append(g)
-    for (device, _), group in groups.items():
+    for (device, _), group in group_by_device_and_dtype(grads).items():
         c = coef.to(device)
         if _foreach_ok(device, foreach):
             torch._foreach_mul_(group, c)
