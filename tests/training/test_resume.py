@@ -32,7 +32,7 @@ class _StopAt:
             raise _Stop
 
 
-def _trainer(make_model, make_loaders, model_seed, seed=7, callbacks=()):
+def _trainer(make_model, make_loaders, model_seed, seed=7, callbacks=(), accum=1):
     model = make_model(model_seed)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     sch = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 5))
@@ -45,40 +45,46 @@ def _trainer(make_model, make_loaders, model_seed, seed=7, callbacks=()):
         seed=seed,
         log_interval=4,
         callbacks=callbacks,
+        grad_accum_steps=accum,
     )
     return t, model, sch, train, val
 
 
 @pytest.mark.parametrize(
-    ("stop_at", "every"),
-    [(13, None), (15, 4)],
-    ids=["epoch-boundary", "mid-epoch"],
+    ("stop_at", "every", "accum"),
+    [(13, None, 1), (15, 4, 1), (8, 3, 2)],
+    ids=["epoch-boundary", "mid-epoch", "mid-epoch-accumulating"],
 )
-def test_resume_is_bit_exact(make_model, make_loaders, same_weights, tmp_path, stop_at, every):
-    t_full, m_full, sch, train, val = _trainer(make_model, make_loaders, 0)
+def test_resume_is_bit_exact(
+    make_model, make_loaders, same_weights, tmp_path, stop_at, every, accum
+):
+    t_full, m_full, sch, train, val = _trainer(make_model, make_loaders, 0, accum=accum)
     t_full.train(train, val, 3, scheduler=sch, max_grad_norm=1.0)
 
-    t1, m1, sch1, train1, val1 = _trainer(make_model, make_loaders, 0, callbacks=[_StopAt(stop_at)])
+    t1, m1, sch1, train1, val1 = _trainer(
+        make_model, make_loaders, 0, callbacks=[_StopAt(stop_at)], accum=accum
+    )
     with pytest.raises(_Stop):
         t1.train(
             train1, val1, 3, scheduler=sch1, checkpoint_dir=tmp_path, checkpoint_every_steps=every
         )
     saved = torch.load(tmp_path / "last.pt", weights_only=True)
-    expected_pos = (1, 0) if every is None else (1, 2)  # (epochs done, batches into next)
+    # (epochs done, micro-batches into the next epoch); an epoch is 10 // accum steps.
+    expected_pos = {None: (1, 0), 4: (1, 2), 3: (1, 2)}[every]
     assert (saved["counters"]["epoch"], saved["counters"]["batch_in_epoch"]) == expected_pos
 
     # A new process in spirit: other initial weights, other global RNG state, no seed.
     torch.manual_seed(12345)
     random.seed(1)
     np.random.seed(2)  # noqa: NPY002
-    t2, m2, sch2, train2, val2 = _trainer(make_model, make_loaders, 99, seed=None)
+    t2, m2, sch2, train2, val2 = _trainer(make_model, make_loaders, 99, seed=None, accum=accum)
     t2.train(train2, val2, 3, scheduler=sch2, checkpoint_dir=tmp_path, resume=True)
     assert same_weights(m2, m_full)
     assert t2.train_losses == t_full.train_losses
     assert t2.val_losses == t_full.val_losses
     assert t2.grad_norms == t_full.grad_norms
     assert t2.learning_rates == t_full.learning_rates
-    assert sch2.last_epoch == sch.last_epoch == t2.global_step == 30
+    assert sch2.last_epoch == sch.last_epoch == t2.global_step == 30 // accum
     assert t2.epoch == 3
 
 

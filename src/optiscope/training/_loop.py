@@ -160,9 +160,11 @@ class LoopMixin:
         self._buffer.reset_epoch()
         self.epoch, self.batch_in_epoch = epoch, 0
         values = {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc}
-        monitored = values[run.cfg.monitor]
+        monitored, mode = values[run.cfg.monitor], run.cfg.monitor_mode
+        if val_loader is None:
+            monitored, mode = train_loss, "min"  # without validation: lowest train loss
         self.step_scheduler("epoch", val_loss if val_loss is not None else train_loss)
-        improved = self._update_best(monitored, epoch)
+        improved = self._update_best(monitored, epoch, mode)
         if run.cfg.checkpoint_path is not None:
             self.save_checkpoint(run.cfg.checkpoint_path / "last.pt")
             if improved:
@@ -178,12 +180,12 @@ class LoopMixin:
                     f"(best {self.best_metric:.6f} at epoch {self.best_epoch})"
                 )
 
-    def _update_best(self, value: float | None, epoch: int) -> bool:
+    def _update_best(self, value: float | None, epoch: int, mode: str) -> bool:
         run = self._require_run()
         if value is None or math.isnan(value):
             self.bad_epochs += 1
             return False
-        sign = 1.0 if run.cfg.monitor_mode == "min" else -1.0
+        sign = 1.0 if mode == "min" else -1.0
         if self.best_metric is None or sign * (self.best_metric - value) > run.cfg.min_delta:
             self.best_metric, self.best_epoch, self.bad_epochs = value, epoch, 0
             return True

@@ -258,6 +258,7 @@ class AdvancedTrainer(LoopMixin, ValidateMixin, CheckpointMixin):
             self._end_epoch(epoch, val_loader)
             if self.stop_training:
                 break
+        self._resume = None  # consumed (or nothing was left to train)
         self._callback("on_train_end")
 
     def train_epoch(
