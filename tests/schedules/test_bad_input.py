@@ -138,7 +138,7 @@ def test_wrong_kind_of_step(t):
         StepDecay()(t)
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(
     name=st.sampled_from(["initial_lr", "min_lr"]),
     value=st.floats(max_value=-1e-300) | st.just(nan) | st.just(inf),
@@ -148,7 +148,7 @@ def test_any_bad_lr_is_named(name, value):
         CosineAnnealingWarmRestarts(**{name: value})
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(st.floats(-1e6, 1.0, exclude_max=True) | st.just(nan))
 def test_any_T_mult_below_one_is_refused_without_hanging(m):
     with pytest.raises(ValueError, match="T_mult"):

@@ -97,6 +97,20 @@ class TestNoWarnings:
             sched.state_dict()
 
 
+class TestNoHostSync:
+    def test_step_makes_no_host_sync(self, host_syncs):
+        model, opt = _two_group_optimizer(torch.optim.SGD, momentum=0.9)
+        sched = ScheduleLR(opt, OneCycle(max_lr=0.05, total_steps=50))
+        x, y = torch.randn(8, 4), torch.randn(8, 1)
+        with host_syncs() as counts:
+            for _ in range(20):
+                opt.zero_grad()
+                torch.nn.functional.mse_loss(model(x), y).backward()
+                opt.step()
+                sched.step()
+        assert sum(counts.values()) == 0, counts
+
+
 class TestStateDict:
     @pytest.mark.parametrize(
         "schedule",

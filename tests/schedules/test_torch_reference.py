@@ -20,7 +20,7 @@ from optiscope.schedules import (
     ScheduleLR,
 )
 
-N_SETS = 25
+N_SETS = 16
 
 
 def _opt(lr=1.0, kind="sgd"):

@@ -54,7 +54,7 @@ class OneCycle(Schedule):
 
     Example:
         >>> s = OneCycle(max_lr=1.0, total_steps=100, pct_start=0.3)
-        >>> s(0), s(29), round(s(99), 10)
+        >>> round(s(0), 10), s(29), round(s(99), 10)
         (0.04, 1.0, 4e-06)
         >>> s.get_momentum(29)
         0.85

@@ -104,7 +104,18 @@ def plot_schedule(
 
 
 def guide_schedules(epochs: int = 100) -> dict[str, Schedule]:
-    """The four schedules of the guide's comparison, with its parameters."""
+    """The four schedules of the guide's comparison, with its parameters.
+
+    Args:
+        epochs: Length of the comparison (the cosine's ``T_max``).
+
+    Returns:
+        Label -> schedule, in the guide's order.
+
+    Example:
+        >>> list(guide_schedules(100))
+        ['Step Decay', 'Exponential', 'Cosine Annealing', 'Cosine with Restarts']
+    """
     from optiscope.schedules._classic import CosineAnnealingScheduler, ExponentialDecay, StepDecay
     from optiscope.schedules._warm_restarts import CosineAnnealingWarmRestarts
 

@@ -17,7 +17,22 @@ _SHAPES = ("linear", "cosine", "1-sqrt")
 
 
 class InverseSqrtDecay(Schedule):
-    """``peak_lr * sqrt(timescale / (timescale + t))``: 1 at ``t = 0``, then ``~ 1/sqrt(t)``."""
+    """Inverse square-root decay ``peak_lr * sqrt(timescale / (timescale + t))``.
+
+    ``peak_lr`` at ``t = 0``, then ``~ 1/sqrt(t)`` (big_vision's ``rsqrt``); the decay
+    part of :class:`InverseSqrt`.
+
+    Args:
+        peak_lr: Rate at ``t = 0``, ``>= 0``.
+        timescale: Steps over which the rate halves by ``t = 3 * timescale``, ``> 0``.
+
+    Raises:
+        ValueError: An argument is out of range.
+
+    Example:
+        >>> InverseSqrtDecay(1.0, 100)(300)
+        0.5
+    """
 
     def __init__(self, peak_lr: float = 0.001, timescale: float = 4000):
         self.peak_lr = check_lr("peak_lr", peak_lr)
