@@ -142,3 +142,17 @@ def test_log_interval_sets_the_number_of_copies(host_syncs, make_model, digits_s
         t.train(loader, None, 1)
     assert counts["tolist"] == 4  # 20 steps / 5, the epoch end has nothing left
     assert len(t.history) == 20
+
+
+def test_fp16_overflow_is_skipped_and_lowers_the_scale(make_model, digits_small):
+    loader = _nan_loader(digits_small, [1])
+    m = make_model(dropout=0.0)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    sch = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    t = AdvancedTrainer(m, opt, torch.nn.CrossEntropyLoss(), verbose=False, precision="16-mixed")
+    start_scale = t.scaler.get_scale()
+    t.train(loader, None, 1, scheduler=sch)
+    assert t.history[1].skipped and t.skipped_steps >= 1
+    assert t.global_step + t.skipped_steps == 6 and sch.last_epoch == t.global_step
+    assert t.scaler.get_scale() < start_scale
+    assert all(torch.isfinite(p).all() for p in m.parameters())
