@@ -53,8 +53,8 @@ def model_with_200_tensors(width: int = 64) -> nn.Module:
 
 def compare(
     contenders: dict[str, Callable[[], object]], *, inner: int = 20, blocks: int = 21
-) -> dict[str, float]:
-    """Median seconds per call of each contender, timed in interleaved blocks.
+) -> dict[str, list[float]]:
+    """Seconds per call of each contender, one sample per block, timed in interleaved blocks.
 
     The order is rotated every block so no contender always runs first (after another's
     cache traffic) or last.
@@ -71,14 +71,25 @@ def compare(
             for _ in range(inner):
                 fn()
             samples[name].append((time.perf_counter() - start) / inner)
-    return {name: statistics.median(s) for name, s in samples.items()}
+    return samples
 
 
-def report(title: str, medians: dict[str, float], baseline: str, target: str) -> None:
+def report(title: str, samples: dict[str, list[float]], baseline: str, target: str) -> None:
+    """Print medians, the ratio of medians, and the median of per-block (paired) ratios.
+
+    The paired ratio compares runs made seconds apart, so it is the steadier number when
+    the machine's load drifts during the benchmark.
+    """
     print(f"\n{title}  (target: {target})")
-    base = medians[baseline]
-    for name, t in medians.items():
-        print(f"  {name:<42} {t * 1e6:10.1f} us   {t / base:6.2f}x of {baseline}")
+    base = samples[baseline]
+    base_median = statistics.median(base)
+    print(f"  {'':<42} {'median':>10}    {'ratio':>6}   {'paired':>6}")
+    for name, s in samples.items():
+        median = statistics.median(s)
+        paired = statistics.median(t / b for t, b in zip(s, base))
+        print(
+            f"  {name:<42} {median * 1e6:8.1f} us   {median / base_median:5.2f}x   {paired:5.2f}x"
+        )
 
 
 def main() -> None:
@@ -91,7 +102,7 @@ def main() -> None:
         print(f"model: 100 x Linear(64, 64), {len(params)} parameter tensors, {n:,} parameters")
 
         norm_clip = NormClip(1.0)
-        medians = compare(
+        samples = compare(
             {
                 "torch.nn.utils.clip_grad_norm_": lambda: torch.nn.utils.clip_grad_norm_(
                     params, 1.0
@@ -100,21 +111,22 @@ def main() -> None:
                 "optiscope.NormClip": lambda: norm_clip(params),
             }
         )
-        report("clip_grad_norm_", medians, "torch.nn.utils.clip_grad_norm_", "within 1.05x")
+        report("clip_grad_norm_", samples, "torch.nn.utils.clip_grad_norm_", "within 1.05x")
 
-        medians = compare(
+        samples = compare(
             {
                 "timm-style per-parameter AGC loop": lambda: timm_adaptive_clip_grad(params),
                 "optiscope.adaptive_clip_grad_": lambda: adaptive_clip_grad_(params),
             },
             inner=5,
         )
-        base = medians["timm-style per-parameter AGC loop"]
-        report("adaptive clipping (AGC)", medians, "timm-style per-parameter AGC loop", "<= 0.5x")
-        print(f"  speed-up: {base / medians['optiscope.adaptive_clip_grad_']:.2f}x")
+        report("adaptive clipping (AGC)", samples, "timm-style per-parameter AGC loop", "<= 0.5x")
+        loop = statistics.median(samples["timm-style per-parameter AGC loop"])
+        ours = statistics.median(samples["optiscope.adaptive_clip_grad_"])
+        print(f"  speed-up of optiscope over the loop: {loop / ours:.2f}x")
 
         zclip, autoclip = ZClip(), AutoClip()
-        medians = compare(
+        samples = compare(
             {
                 "torch.nn.utils.clip_grad_norm_": lambda: torch.nn.utils.clip_grad_norm_(
                     params, 1.0
@@ -123,7 +135,7 @@ def main() -> None:
                 "optiscope.AutoClip (history 1000)": lambda: autoclip(params),
             }
         )
-        report("adaptive clippers", medians, "torch.nn.utils.clip_grad_norm_", "<= 1.5x")
+        report("adaptive clippers", samples, "torch.nn.utils.clip_grad_norm_", "<= 1.5x")
     finally:
         torch.set_num_threads(threads)
 
