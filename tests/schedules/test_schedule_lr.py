@@ -110,6 +110,22 @@ class TestNoHostSync:
                 sched.step()
         assert sum(counts.values()) == 0, counts
 
+    def test_tensor_lr_is_filled_in_place(self, host_syncs):
+        # Optimizers with a tensor lr (capturable/compiled steps) keep the same tensor.
+        p = torch.nn.Parameter(torch.ones(3))
+        opt = torch.optim.Adam([p], lr=torch.tensor(1.0), foreach=False)
+        lr_tensor = opt.param_groups[0]["lr"]
+        s = CosineAnnealingWarmRestarts(0.1, 0.0, 4, 2)
+        sched = ScheduleLR(opt, s)
+        for _ in range(10):
+            assert opt.param_groups[0]["lr"] is lr_tensor
+            p.grad = torch.ones(3)
+            opt.step()  # torch's non-capturable Adam reads a tensor lr with .item() itself
+            with host_syncs() as counts:
+                sched.step()
+            assert sum(counts.values()) == 0, counts
+        assert lr_tensor.item() == pytest.approx(s(10), rel=1e-6)  # float32 tensor
+
 
 class TestStateDict:
     @pytest.mark.parametrize(

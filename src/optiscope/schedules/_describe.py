@@ -41,6 +41,7 @@ def describe(schedule: Schedule, total_steps: int) -> str:
           peak: 0.1 at step 10
           warmup end: step 10
           minimum: 0 at step 0
+          minimum after the peak: 3.04...e-05 at step 99
           last step 99: 3.04...e-05
     """
     if not isinstance(schedule, Schedule):
@@ -60,6 +61,10 @@ def describe(schedule: Schedule, total_steps: int) -> str:
         name = label + ("s" if len(points) > 1 and not label.endswith("end") else "")
         lines.append(f"  {name}: step{'s' if len(points) > 1 else ''} {_steps(points)}")
     lines.append(f"  minimum: {lrs[low]:.6g} at step {low}")
+    if low < peak:
+        # With warmup the global minimum is the start; where the decay bottoms out matters.
+        after = peak + int(np.argmin(lrs[peak:]))
+        lines.append(f"  minimum after the peak: {lrs[after]:.6g} at step {after}")
     lines.append(f"  last step {total_steps - 1}: {lrs[-1]:.6g}")
     if schedule.cycles_momentum:
         m = schedule.momenta(total_steps)

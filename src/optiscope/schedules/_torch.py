@@ -116,17 +116,18 @@ class ScheduleLR(LRScheduler):
         return self._get_closed_form_lr()
 
     def _get_closed_form_lr(self) -> list[float]:
-        t = max(self.last_epoch, 0)
+        # last_epoch is an int >= 0 here, so the schedules' step check can be skipped.
+        t = float(max(self.last_epoch, 0))
         groups = self.optimizer.param_groups
         for s, key, group in zip(self.schedules, self._momentum_keys, groups):
             if key is not None:
-                m = s.get_momentum(t)
+                m = s._momentum(t)
                 if m is not None:
                     if key == "betas":
                         group["betas"] = (m, *group["betas"][1:])
                     else:
                         group["momentum"] = m
-        return [s.get_lr(t) * g.get("lr_scale", 1.0) for s, g in zip(self.schedules, groups)]
+        return [float(s._value(t)) * g.get("lr_scale", 1.0) for s, g in zip(self.schedules, groups)]
 
     def state_dict(self) -> dict[str, Any]:
         """Plain-data state: step counters, last lrs and the schedules' configs."""
