@@ -122,6 +122,7 @@ class RunSection:
     seed: int = _opt(0, "an int >= 0", _ge(0))
     out_dir: str = _opt("runs", "a directory path", lambda v: bool(v))
     device: str = _opt("cpu", "one of cpu, cuda, auto", choices=("cpu", "cuda", "auto"))
+    threads: int = _opt(0, "an int >= 0 (0: torch's default)", _ge(0))
 
 
 @dataclass

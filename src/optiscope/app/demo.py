@@ -18,6 +18,7 @@ DEMO_CONFIG = """\
 name = "demo"
 seed = 0
 out_dir = "runs"
+threads = 1
 
 [data]
 name = "digits"
@@ -99,8 +100,8 @@ def demo_config(
     for table, values in overrides.items():
         tables[table].update(values)
     if quick:
-        tables["landscape"].update(num_directions=2, line_points=11, plane_points=9)
+        tables["landscape"].update(num_directions=2, line_points=11, plane_points=9, max_batches=4)
         tables["lr_find"].update(num_iter=30)
-        tables["curvature"].update(max_iter=10, trace_samples=5)
+        tables["curvature"].update(max_iter=10, trace_samples=5, max_batches=4)
     cfg = parse_config(tables, origin="demo config")
     return dataclasses.replace(cfg, source=DEMO_CONFIG)

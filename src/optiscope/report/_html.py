@@ -59,7 +59,7 @@ def _image_html(path: Path, title: str) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(title)}">'
 
 
-def _plotly_html(path: Path) -> str:
+def _plotly_html(path: Path, div_id: str) -> str:
     try:
         import plotly.io as pio
     except ImportError:
@@ -75,6 +75,8 @@ def _plotly_html(path: Path) -> str:
         include_plotlyjs=True,
         include_mathjax=False,
         default_height="100%",
+        # A fixed id (plotly's default is a random UUID) keeps the page reproducible.
+        div_id=div_id,
         config={"displaylogo": False},
     )
 
@@ -87,7 +89,9 @@ def _figure_html(run_dir: Path, fig: ReportFigure, index: int, plotly_done: bool
         warnings.warn(f"report figure missing: {path}", stacklevel=3)
         body = f'<p class="missing">Figure file not found: {html.escape(str(fig.file))}</p>'
     elif fig.kind == "plotly":
-        body = f'<div class="plotly-box">{_plotly_html(path)}</div>'
+        body = (
+            f'<div class="plotly-box">{_plotly_html(path, _slug(fig.title, index) + "-plot")}</div>'
+        )
         if plotly_done:
             # plotly.js is already on the page; a second inline copy would double the size.
             body = _strip_second_plotlyjs(body)

@@ -1,0 +1,105 @@
+"""Helpers for running the ``optiscope`` command in a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+# A run small enough for the test suite: every stage on, each at a toy resolution.
+TINY_CONFIG = """\
+[run]
+name = "tiny"
+seed = 0
+threads = 1
+
+[data]
+batch_size = 128
+
+[model]
+name = "mlp"
+hidden = [16]
+dropout = 0.1
+
+[optimizer]
+name = "adamw"
+lr = 0.01
+
+[schedule]
+name = "cosine"
+warmup_epochs = 1
+min_lr = 1e-4
+
+[clipping]
+name = "norm"
+max_norm = 1.0
+
+[train]
+epochs = 3
+
+[lr_find]
+num_iter = 12
+
+[landscape]
+num_directions = 2
+line_points = 5
+plane_points = 5
+max_batches = 2
+
+[curvature]
+max_iter = 5
+trace_samples = 2
+"""
+
+HOSTILE_NAME = "<img src=x onerror=alert(1)>&\"'"
+
+
+def run_cli(
+    args: Sequence[str],
+    cwd: Path | None = None,
+    extra_path: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
+    """``python -m optiscope *args`` with a headless backend and one thread."""
+    full_env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", **(env or {})}
+    if extra_path is not None:
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            [str(extra_path), *filter(None, [full_env.get("PYTHONPATH")])]
+        )
+    return subprocess.run(
+        [sys.executable, "-m", "optiscope", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def write_config(directory: Path, text: str = TINY_CONFIG, name: str = "run.toml") -> Path:
+    path = directory / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def replace_in(text: str, old: str, new: str) -> str:
+    assert old in text, old
+    return text.replace(old, new, 1)
+
+
+@pytest.fixture(scope="session")
+def cli() -> SimpleNamespace:
+    """The helpers above (test modules cannot import conftest under importlib mode)."""
+    return SimpleNamespace(
+        run=run_cli,
+        write_config=write_config,
+        replace_in=replace_in,
+        tiny=TINY_CONFIG,
+        hostile=HOSTILE_NAME,
+    )

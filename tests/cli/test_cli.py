@@ -1,0 +1,314 @@
+"""The ``optiscope`` command through real subprocesses, on a tiny config."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+COMMANDS = ["demo", "train", "lr-find", "landscape", "report"]
+EXPECTED_FIGURES = {
+    "schedule_comparison.png",
+    "schedule_used.png",
+    "lr_find.png",
+    "training_curves.png",
+    "landscape_1d.png",
+    "landscape_contour.png",
+    "landscape_surface.png",
+    "landscape_surface.plotly.json",
+    "trajectory_pca.png",
+    "hessian_top_direction.png",
+}
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def _tags(page: str) -> list[tuple[str, dict]]:
+    p = _Tags()
+    p.feed(page)
+    return p.tags
+
+
+@pytest.fixture(scope="module")
+def trained(cli, tmp_path_factory) -> SimpleNamespace:
+    """One full tiny run (every stage on) under a hostile run name."""
+    root = tmp_path_factory.mktemp("trained")
+    text = cli.replace_in(cli.tiny, 'name = "tiny"', f"name = {json.dumps(cli.hostile)}")
+    config = cli.write_config(root, text)
+    proc = cli.run(["train", "--config", str(config), "--out-dir", str(root / "runs")])
+    return SimpleNamespace(proc=proc, config=config, root=root, run_dir=root / "runs" / cli.hostile)
+
+
+def test_train_writes_the_whole_run_directory(trained) -> None:
+    assert trained.proc.returncode == 0, trained.proc.stderr[-3000:]
+    run = trained.run_dir
+    assert trained.proc.stdout.strip().splitlines()[-1] == f"report: {run / 'report.html'}"
+    for name in ("config.toml", "metrics.csv", "metrics.jsonl", "summary.json", "report.json"):
+        assert (run / name).is_file(), name
+    assert (run / "checkpoints" / "last.pt").is_file()
+    assert (run / "checkpoints" / "best.pt").is_file()
+    snaps = sorted(p.name for p in (run / "trajectory").glob("epoch_*.pt"))
+    assert snaps == [f"epoch_{i:04d}.pt" for i in range(4)]
+    assert EXPECTED_FIGURES <= {p.name for p in (run / "figures").iterdir()}
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs"] == 3 and summary["optimizer steps"] == 3 * 12  # 1438 / 128
+    assert 0.0 < summary["final val accuracy"] <= 1.0
+    assert summary["top Hessian eigenvalue"] > 0
+    assert "LinearWarmup" in summary["schedule"] and "NormClip" in summary["clipping"]
+
+
+def test_applied_learning_rates_and_clip_flags_follow_the_config(trained) -> None:
+    from optiscope.app.build import build_schedule
+    from optiscope.app.config import load_config
+
+    assert trained.proc.returncode == 0
+    ckpt = torch.load(trained.run_dir / "checkpoints" / "last.pt", weights_only=True)
+    steps = ckpt["history"]["steps"]
+    schedule = build_schedule(load_config(trained.run_dir / "config.toml"), 12)
+    # warmup_epochs = 1 became 12 warmup steps in front of a cosine over the other 24.
+    assert schedule.warmup_steps == 12 and schedule.after.T_max == 24
+    assert [s["lr"] for s in steps] == pytest.approx([schedule(k) for k in range(36)], rel=1e-12)
+    assert [s["clipped"] for s in steps] == [s["grad_norm"] > 1.0 for s in steps]
+
+
+def test_report_has_every_figure_inline_and_escapes_the_name(trained, cli) -> None:
+    assert trained.proc.returncode == 0
+    run = trained.run_dir
+    page = (run / "report.html").read_text(encoding="utf-8")
+    manifest = json.loads((run / "report.json").read_text())
+    files = {Path(f["file"]).name for f in manifest["figures"]}
+    assert files == EXPECTED_FIGURES
+    imgs = [a["src"] for t, a in _tags(page) if t == "img"]
+    pngs = [f for f in manifest["figures"] if f["kind"] == "image"]
+    assert len(imgs) == len(pngs) == len(EXPECTED_FIGURES) - 1
+    for src, fig in zip(imgs, pngs):
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]) == (run / fig["file"]).read_bytes()
+    assert page.count('class="plotly-graph-div"') == 1
+    for title in ("LR range test", "Training curves", "Training trajectory on the PCA plane"):
+        assert title in page
+    for row in ("Final validation accuracy", "Top Hessian eigenvalue", "Clipping", "Schedule"):
+        assert f"<th>{row}</th>" in page
+    assert cli.hostile not in page and "&lt;img src=x onerror=alert(1)&gt;&amp;" in page
+    for tag, attrs in _tags(page):
+        for key in ("src", "href"):
+            assert not re.match(r"\s*(https?:)?//", attrs.get(key) or ""), (tag, attrs)
+        assert "onerror" not in attrs
+
+
+def test_train_refuses_to_overwrite_and_resume_needs_a_run(trained, capsys, tmp_path) -> None:
+    from optiscope.cli import main
+
+    assert trained.proc.returncode == 0
+    base = ["train", "--config", str(trained.config)]
+    assert main([*base, "--out-dir", str(trained.root / "runs")]) == 2
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
+    assert main([*base, "--out-dir", str(tmp_path), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_report_command_rebuilds_the_page(trained, cli) -> None:
+    assert trained.proc.returncode == 0
+    page = trained.run_dir / "report.html"
+    before = page.read_text(encoding="utf-8")
+    page.unlink()
+    proc = cli.run(["report", str(trained.run_dir)])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"report: {page}"
+    strip = re.compile(r"Generated [0-9: -]+ from")
+    assert strip.sub("", page.read_text(encoding="utf-8")) == strip.sub("", before)
+
+
+def test_landscape_command_recomputes_figures_for_a_checkpoint(trained, cli) -> None:
+    assert trained.proc.returncode == 0
+    fig = trained.run_dir / "figures" / "landscape_contour.png"
+    fig.unlink()
+    proc = cli.run(
+        [
+            "landscape",
+            "--config", str(trained.config),
+            "--checkpoint", str(trained.run_dir / "checkpoints" / "best.pt"),
+            "--out-dir", str(trained.root / "runs"),
+        ]
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert fig.is_file()
+    assert f"figure: {fig}" in proc.stdout
+    assert f"report: {trained.run_dir / 'report.html'}" in proc.stdout
+
+
+def test_landscape_rejects_corrupt_and_missing_checkpoints(trained, capsys, tmp_path) -> None:
+    from optiscope.cli import main
+
+    assert trained.proc.returncode == 0
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    not_weights = tmp_path / "numbers.pt"
+    torch.save({"model": {"w": 1}}, not_weights)
+    cases = [
+        (garbage, "is not a readable checkpoint"),
+        (not_weights, "holds no model weights"),
+        (tmp_path / "missing.pt", "checkpoint not found"),
+    ]
+    for ckpt, message in cases:
+        args = ["landscape", "--config", str(trained.config), "--checkpoint", str(ckpt)]
+        assert main([*args, "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+CRASHY = """
+import os
+from torch import nn
+
+
+class Counting(nn.Sequential):
+    calls = 0
+
+    def forward(self, x):
+        if self.training:
+            type(self).calls += 1
+            if type(self).calls == int(os.environ.get("CRASH_AT_BATCH", "0")):
+                raise KeyboardInterrupt  # what Ctrl-C in the middle of an epoch raises
+        return super().forward(x)
+
+
+def mlp(width=16):
+    return Counting(nn.Linear(64, width), nn.ReLU(), nn.Dropout(0.2), nn.Linear(width, 10))
+"""
+
+LEAN = """
+[report]
+enabled = false
+[lr_find]
+enabled = false
+[landscape]
+enabled = false
+[curvature]
+enabled = false
+"""
+
+
+def test_resume_after_an_interruption_reproduces_the_run(cli, tmp_path, monkeypatch) -> None:
+    # In this process through the same entry point as the command (three runs in
+    # subprocesses would spend most of their time importing torch and scikit-learn).
+    import importlib
+
+    from optiscope.cli import main
+
+    (tmp_path / "crashy.py").write_text(CRASHY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    crashy = importlib.import_module("crashy")
+    text = cli.replace_in(
+        cli.tiny, 'name = "mlp"\nhidden = [16]\ndropout = 0.1', 'name = "crashy:mlp"'
+    )
+    text = text.split("[lr_find]")[0] + LEAN
+    text = cli.replace_in(text, "[train]\n", "[train]\ncheckpoint_every_steps = 5\n")
+    full = cli.write_config(
+        tmp_path, cli.replace_in(text, 'name = "tiny"', 'name = "full"'), "a.toml"
+    )
+    cut = cli.write_config(
+        tmp_path, cli.replace_in(text, 'name = "tiny"', 'name = "cut"'), "b.toml"
+    )
+    runs = ["--out-dir", str(tmp_path / "runs")]
+    assert main(["train", "--config", str(full), *runs]) == 0
+    # Interrupted in epoch 2 (batch 20 of 36), after the checkpoint at step 15.
+    crashy.Counting.calls = 0
+    monkeypatch.setenv("CRASH_AT_BATCH", "20")
+    assert main(["train", "--config", str(cut), *runs]) == 130
+    monkeypatch.delenv("CRASH_AT_BATCH")
+    assert main(["train", "--config", str(cut), *runs, "--resume"]) == 0
+    a = torch.load(tmp_path / "runs" / "full" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "runs" / "cut" / "checkpoints" / "last.pt", weights_only=True)
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["history"]["steps"] == b["history"]["steps"]
+    summary = json.loads((tmp_path / "runs" / "cut" / "summary.json").read_text())
+    assert summary["epochs"] == 3 and summary["optimizer steps"] == 36
+
+
+def test_lr_find_command_with_an_import_path_model(cli, tmp_path) -> None:
+    (tmp_path / "crashy.py").write_text(CRASHY)
+    text = cli.replace_in(
+        cli.tiny, 'name = "mlp"\nhidden = [16]\ndropout = 0.1', 'name = "crashy:mlp"\nwidth = 8'
+    )
+    config = cli.write_config(tmp_path, text)
+    out = tmp_path / "lr.png"
+    proc = cli.run(["lr-find", "--config", str(config), "--out", str(out)], extra_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = re.search(r"suggested lr: ([0-9.e+-]+)", proc.stdout)
+    assert m and 1e-7 <= float(m.group(1)) <= 10.0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_quick_run_prints_the_report_path(cli, tmp_path) -> None:
+    proc = cli.run(["demo", "--out", str(tmp_path), "--name", "smoke", "--epochs", "2", "--quick"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = tmp_path / "smoke" / "report.html"
+    assert proc.stdout.strip().splitlines()[-1] == f"report: {report}"
+    assert EXPECTED_FIGURES <= {p.name for p in (tmp_path / "smoke" / "figures").iterdir()}
+    summary = json.loads((tmp_path / "smoke" / "summary.json").read_text())
+    assert summary["epochs"] == 2 and "WarmupCosineSchedule" in summary["schedule"]
+
+
+def test_demo_print_config_is_the_demo_and_a_valid_train_config(capsys) -> None:
+    from optiscope.app.config import parse_config
+    from optiscope.app.demo import demo_config
+    from optiscope.cli import main
+
+    assert main(["demo", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    tomllib.loads(out)
+    assert parse_config(out).to_dict() == demo_config().to_dict()
+
+
+def test_examples_digits_toml_is_the_demo_under_another_name() -> None:
+    from optiscope.app.config import load_config
+    from optiscope.app.demo import demo_config
+
+    example = load_config(Path(__file__).parents[2] / "examples" / "digits.toml").to_dict()
+    demo = demo_config().to_dict()
+    assert example["run"].pop("name") == "digits-mlp" and demo["run"].pop("name") == "demo"
+    assert example == demo
+
+
+def test_top_level_help_lists_every_command(cli) -> None:
+    proc = cli.run(["--help"])
+    assert proc.returncode == 0
+    for name in [*COMMANDS, "schedules"]:
+        if name == "schedules" and "schedules" not in proc.stdout:
+            continue  # registered by the schedules area
+        assert re.search(rf"^\s+{name}\b", proc.stdout, re.M), name
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_has_help(capsys, name: str) -> None:
+    from optiscope.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main([name, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: optiscope {name}")
+    assert "--config" in out or name in ("demo", "report")
