@@ -123,6 +123,33 @@ class TestDataLoader:
         assert sum(counts.values()) == 0, counts
 
 
+class TestInputs:
+    def test_tuple_and_dict_inputs(self, mlp_2_10_1):
+        p = mlp_2_10_1
+
+        class TwoInputs(nn.Module):
+            def __init__(self, inner: nn.Module) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+                return self.inner(torch.cat([a, b], dim=1))
+
+        model = TwoInputs(p.model)
+        v = torch.randn(41, generator=torch.Generator().manual_seed(10))
+        expected = p.H @ v.double()
+        a, b = p.X[:, :1], p.X[:, 1:]
+        for data in ([((a, b), p.y)], [({"a": a, "b": b}, p.y)]):
+            op = HessianOperator(model, p.loss_fn, data)
+            torch.testing.assert_close(op.matvec(v).double(), expected, rtol=1e-5, atol=1e-6)
+
+    def test_loss_without_targets(self, mlp_2_10_1):
+        p = mlp_2_10_1
+        op = HessianOperator(p.model, lambda out: F.mse_loss(out, p.y), p.X)
+        v = torch.randn(41, generator=torch.Generator().manual_seed(11))
+        torch.testing.assert_close(op.matvec(v).double(), p.H @ v.double(), rtol=1e-5, atol=1e-6)
+
+
 class TestModes:
     def test_evaluated_in_eval_mode_and_mode_restored(self):
         torch.manual_seed(0)

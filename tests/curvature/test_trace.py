@@ -85,3 +85,23 @@ def test_bad_input(name, value):
     model = nn.Linear(2, 1)
     with pytest.raises(ValueError, match=name):
         hessian_trace(model, F.mse_loss, torch.ones(3, 2), torch.ones(3, 1), **{name: value})
+
+
+def test_host_copies_do_not_grow_with_batches(classifier, host_syncs):
+    p = classifier
+    counts = []
+    for bs in (45, 9):
+        loader = DataLoader(TensorDataset(p.X, p.y), batch_size=bs)
+        with host_syncs() as c:
+            hessian_trace(p.model, p.loss_fn, loader, max_iter=20, seed=0, probe_batch=10)
+        counts.append(sum(c.values()) - c["item"])  # .item(): the DataLoader's own seed
+    assert counts[0] == counts[1]
+
+
+def test_numpy_integers_are_accepted(mlp_2_10_1):
+    import numpy as np
+
+    p = mlp_2_10_1
+    a = hessian_trace(p.model, p.loss_fn, p.X, p.y, max_iter=np.int64(4), seed=np.int32(1))
+    b = hessian_trace(p.model, p.loss_fn, p.X, p.y, max_iter=4, seed=1)
+    assert torch.equal(a.samples, b.samples)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from optiscope.curvature._hvp import HessianOperator
 
 
 def check_int(name: str, value: object, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    # numbers.Integral admits numpy integers; bool is an int subclass but never a count.
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
+    return int(value)
 
 
 def check_tol(value: object) -> float:
@@ -22,9 +25,9 @@ def check_tol(value: object) -> float:
 
 
 def check_seed(seed: object) -> int | None:
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
         raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
-    return seed
+    return None if seed is None else int(seed)
 
 
 def make_generator(op: HessianOperator, seed: int | None) -> torch.Generator:

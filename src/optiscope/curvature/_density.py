@@ -110,10 +110,10 @@ def hessian_density(
         >>> round(d.trace, 4)
         5.0
     """
-    check_int("num_iter", num_iter)
-    check_int("num_runs", num_runs)
-    check_int("grid_size", grid_size, low=2)
-    check_seed(seed)
+    num_iter = check_int("num_iter", num_iter)
+    num_runs = check_int("num_runs", num_runs)
+    grid_size = check_int("grid_size", grid_size, low=2)
+    seed = check_seed(seed)
     if sigma is not None and (
         isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma < 1e300
     ):

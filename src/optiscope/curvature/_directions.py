@@ -63,7 +63,7 @@ def hessian_directions(
         >>> d1["weight"].abs().round(decimals=4)
         tensor([[0., 1.]])
     """
-    check_int("num_directions", num_directions)
+    num_directions = check_int("num_directions", num_directions)
     result = hessian_eigenvalues(
         model,
         loss_fn,

@@ -112,10 +112,10 @@ def hessian_eigenvalues(
         >>> [round(v, 4) for v in r.eigenvalues.tolist()]
         [4.0, 1.0]
     """
-    check_int("top_k", top_k)
-    check_int("max_iter", max_iter)
+    top_k = check_int("top_k", top_k)
+    max_iter = check_int("max_iter", max_iter)
     check_tol(tol)
-    check_seed(seed)
+    seed = check_seed(seed)
     if which not in _WHICH:
         raise ValueError(f"which must be one of {_WHICH}, got {which!r}")
     if method not in _METHODS:

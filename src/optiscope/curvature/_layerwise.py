@@ -104,11 +104,11 @@ def layerwise_curvature(
         >>> sorted(layerwise_curvature(m, torch.nn.functional.mse_loss, X, y, seed=0))
         ['0', '2']
     """
-    check_int("max_iter", max_iter)
+    max_iter = check_int("max_iter", max_iter)
     check_tol(tol)
-    check_seed(seed)
-    check_int("trace_samples", trace_samples, low=2)
-    check_int("probe_batch", probe_batch)
+    seed = check_seed(seed)
+    trace_samples = check_int("trace_samples", trace_samples, low=2)
+    probe_batch = check_int("probe_batch", probe_batch)
     if group_by not in ("module", "parameter"):
         raise ValueError(f"group_by must be 'module' or 'parameter', got {group_by!r}")
     full = HessianOperator(model, loss_fn, data, targets, max_batches=max_batches)

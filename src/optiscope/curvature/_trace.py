@@ -84,10 +84,10 @@ def hessian_trace(
         >>> hessian_trace(model, torch.nn.functional.mse_loss, X, y, seed=0).trace
         5.0
     """
-    check_int("max_iter", max_iter)
+    max_iter = check_int("max_iter", max_iter)
     check_tol(tol)
-    check_seed(seed)
-    check_int("probe_batch", probe_batch)
+    seed = check_seed(seed)
+    probe_batch = check_int("probe_batch", probe_batch)
     op = HessianOperator(model, loss_fn, data, targets, params=params, max_batches=max_batches)
     generator = make_generator(op, seed)
     with preserved(model):
