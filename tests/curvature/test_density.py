@@ -92,3 +92,19 @@ def test_bad_input(name, value):
         hessian_density(
             nn.Linear(2, 1), F.mse_loss, torch.ones(3, 2), torch.ones(3, 1), **{name: value}
         )
+
+
+def test_breakdown_keeps_the_exact_two_point_spectrum():
+    # H = diag(0.1 x10, 0.4 x10): a unit Rademacher probe puts mass 1/2 on each
+    # eigenvalue, and Lanczos breaks down after two steps; restarted blocks must add no
+    # weight (they are orthogonal to the probe).
+    model = nn.Linear(20, 1, bias=False)
+    X = torch.diag(torch.tensor([1.0] * 10 + [2.0] * 10))
+    d = hessian_density(model, F.mse_loss, X, torch.zeros(20, 1), num_iter=8, seed=0)
+    theta, w = d.ritz_values[0], d.weights[0]
+    assert torch.isfinite(theta).all()
+    heavy = w > 1e-6
+    assert int(heavy.sum()) == 2
+    torch.testing.assert_close(theta[heavy], torch.tensor([0.1, 0.4], dtype=torch.float64))
+    torch.testing.assert_close(w[heavy], torch.tensor([0.5, 0.5], dtype=torch.float64))
+    assert d.mean == pytest.approx(0.25, rel=1e-6)
