@@ -82,6 +82,37 @@ def test_tensorboard_scalars(make_model, make_loaders, tmp_path):
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
 
 
+def test_tensorboard_scalars_match_the_history(make_model, make_loaders, tmp_path, monkeypatch):
+    # A stand-in SummaryWriter, so the logging path is checked without tensorboard.
+    import sys
+    import types
+
+    calls = []
+
+    class FakeWriter:
+        def __init__(self, log_dir):
+            calls.append(("init", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, value, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            calls.append(("close",))
+
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = FakeWriter
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    t = _run(make_model, make_loaders, tmp_path, tensorboard=True)
+    assert calls[0] == ("init", str(tmp_path / "tensorboard")) and calls[-1] == ("close",)
+    norms = [(v, s) for tag, v, s in (c for c in calls if len(c) == 3) if tag == "train/grad_norm"]
+    assert norms == [(g, i) for i, g in enumerate(t.grad_norms)]
+    val = [v for tag, v, s in (c for c in calls if len(c) == 3) if tag == "epoch/val_loss"]
+    assert val == t.val_losses
+
+
 def test_tensorboard_missing_is_a_clear_error(make_model, make_loaders, tmp_path, monkeypatch):
     import builtins
 
