@@ -17,6 +17,7 @@ from optiscope.schedules import (
     ScheduleLR,
     StepDecay,
     WarmupCosineSchedule,
+    join,
 )
 
 
@@ -203,3 +204,21 @@ class TestStateDict:
             for _ in range(3):  # batches
                 opt.step()
             sched.step()
+
+
+class TestDropIn:
+    def test_inside_torch_sequential_lr(self):
+        # torch's own composite restarts the second scheduler at the milestone.
+        p = torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.SGD([p], lr=1.0)
+        warm, cos = LinearWarmup(0.1, 5), CosineAnnealingScheduler(0.1, 0.0, 20)
+        seq = torch.optim.lr_scheduler.SequentialLR(
+            opt, [ScheduleLR(opt, warm), ScheduleLR(opt, cos)], milestones=[5]
+        )
+        expected = join([warm, cos], [5])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            for k in range(25):
+                assert opt.param_groups[0]["lr"] == pytest.approx(expected(k), rel=1e-15)
+                opt.step()
+                seq.step()
