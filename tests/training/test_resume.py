@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import random
 import signal
@@ -86,6 +88,13 @@ def test_resume_is_bit_exact(
     assert t2.learning_rates == t_full.learning_rates
     assert sch2.last_epoch == sch.last_epoch == t2.global_step == 30 // accum
     assert t2.epoch == 3
+    # The metrics files hold each step and epoch once, though part of the run was redone.
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [int(r["step"]) for r in rows if r["kind"] == "step"] == list(range(30 // accum))
+    assert [float(r["grad_norm"]) for r in rows if r["kind"] == "step"] == t_full.grad_norms
+    assert [int(r["epoch"]) for r in rows if r["kind"] == "epoch"] == [1, 2, 3]
+    lines = [json.loads(x) for x in open(tmp_path / "metrics.jsonl")]
+    assert [x["step"] for x in lines if x["kind"] == "step"] == list(range(30 // accum))
 
 
 def test_checkpoint_contents_and_weights_only(make_model, make_loaders, tmp_path):

@@ -89,17 +89,40 @@ class MetricsWriter:
     written only when the file is new.
     """
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, resume_at: tuple[int, int] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.run_dir / "metrics.csv"
         self.jsonl_path = self.run_dir / "metrics.jsonl"
+        if resume_at is not None:
+            self._drop_rows_after(*resume_at)
         new = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
         self._csv_file = open(self.csv_path, "a", newline="")  # noqa: SIM115 - closed in close()
         self._csv = csv.DictWriter(self._csv_file, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         if new:
             self._csv.writeheader()
         self._jsonl = open(self.jsonl_path, "a")  # noqa: SIM115 - closed in close()
+
+    def _drop_rows_after(self, steps: int, epochs: int) -> None:
+        # A run resumed from a checkpoint repeats what was logged after it; keep only the
+        # rows the checkpoint covers (steps < ``steps``, epochs <= ``epochs``).
+        def keep(row: dict[str, Any]) -> bool:
+            if row.get("kind") == "step":
+                return int(row["step"]) < steps
+            return int(row["epoch"]) <= epochs
+
+        if self.csv_path.exists():
+            with open(self.csv_path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if keep(r)]
+            with open(self.csv_path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
+        if self.jsonl_path.exists():
+            with open(self.jsonl_path) as f:
+                lines = [line for line in f if line.strip() and keep(json.loads(line))]
+            with open(self.jsonl_path, "w") as f:
+                f.writelines(lines)
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         for row in rows:

@@ -212,7 +212,10 @@ class LoopMixin:
         directory = self.run_dir or run.cfg.checkpoint_path
         if directory is None or not self._is_main:
             return
-        self._writers = [MetricsWriter(directory)]
+        resume_at = None
+        if self._resume is not None:
+            resume_at = (self.global_step + self.skipped_steps, self.epoch)
+        self._writers = [MetricsWriter(directory, resume_at)]
         if self.tensorboard:
             self._writers.append(TensorBoardWriter(directory / "tensorboard"))
 
