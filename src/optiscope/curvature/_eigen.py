@@ -75,10 +75,12 @@ def hessian_eigenvalues(
     deflation against the eigenvectors already found (PyHessian's algorithm): memory for
     only ``top_k`` vectors, largest magnitude only, ``max_iter`` products per eigenvalue.
 
-    Convergence is judged by the residual ``||H v - lambda v|| <= tol * |lambda|`` (for
-    Lanczos; the eigenvalue error is then at most about ``tol**2 * |lambda|`` when the
-    spectrum has a gap) or by the relative change of the Rayleigh quotient (power). One
-    scalar is copied to the host per iteration for that check, never per batch.
+    Lanczos stops when every residual ``||H v - lambda v|| <= tol * |lambda|``; the
+    eigenvalue error is at most the residual and about ``residual**2 / gap`` for an
+    eigenvalue ``gap`` away from the others, so usually far below ``tol``. Power iteration
+    stops on the relative change of the Rayleigh quotient (PyHessian's rule). The check
+    copies the small tridiagonal (or one scalar) to the host once per iteration, never
+    per batch.
 
     Args:
         model: The network; restored bit-for-bit afterwards, also on error.
