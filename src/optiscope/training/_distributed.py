@@ -20,6 +20,7 @@ __all__ = [
     "wrap_ddp",
     "distributed_loader",
     "all_reduce_sum",
+    "all_reduce_mean",
     "barrier",
 ]
 
@@ -87,6 +88,17 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=backend_device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.tolist()
+
+
+def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
+    """Mean of ``t`` over all ranks (a copy; gloo reduces on the CPU)."""
+    if not is_distributed():
+        return t
+    out = t.detach().to(torch.float64)
+    if dist.get_backend() == "gloo" and out.device.type != "cpu":
+        out = out.cpu()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out / dist.get_world_size()
 
 
 def barrier() -> None:

@@ -118,7 +118,8 @@ class LoopMixin:
         self._callback("on_step_end")
 
     def _log_point(self) -> None:
-        records = self._buffer.flush()
+        # Under DDP every rank reaches each log point together (same number of steps).
+        records = self._buffer.flush(ddp.all_reduce_mean if ddp.is_distributed() else None)
         if not records:
             return
         run = self._run

@@ -10,6 +10,7 @@ an epoch, before a checkpoint).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,8 +113,16 @@ class MetricBuffer:
     def pending(self) -> int:
         return len(self._pending)
 
-    def flush(self) -> list[StepRecord]:
-        """Copy every pending step to the host (one device sync) and return the records."""
+    def flush(
+        self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> list[StepRecord]:
+        """Copy every pending step to the host (one device sync) and return the records.
+
+        Args:
+            reduce: Applied to the flat tensor of pending values before the copy; under
+                DDP the mean over ranks (norms, lrs and flags agree across ranks already,
+                so only the losses change).
+        """
         if not self._pending:
             return []
         parts: list[torch.Tensor] = []
@@ -128,6 +137,8 @@ class MetricBuffer:
                 parts.append(p.lr)
         device = parts[0].device
         flat = torch.stack([t.to(device=device, dtype=torch.float32).reshape(()) for t in parts])
+        if reduce is not None:
+            flat = reduce(flat)
         values = flat.tolist()
         records, i = [], 0
         for p in self._pending:

@@ -58,7 +58,8 @@ class AdvancedTrainer(LoopMixin, ValidateMixin, CheckpointMixin):
             ``train`` gets no ``checkpoint_dir``).
         progress_bar: Show a tqdm bar (None: only on a terminal).
         verbose: Print the guide's log lines and epoch summaries.
-        tensorboard: Also write TensorBoard scalars to ``run_dir/tensorboard``.
+        tensorboard: Also write TensorBoard scalars to ``run_dir/tensorboard``; None
+            (default) does so when ``run_dir`` is set and tensorboard is installed.
         callbacks: Objects with any of ``on_train_start``, ``on_step_end``,
             ``on_epoch_end``, ``on_train_end`` methods, each called with the trainer.
         task: How to score validation accuracy: ``"auto"``, ``"multiclass"``,
@@ -97,7 +98,7 @@ class AdvancedTrainer(LoopMixin, ValidateMixin, CheckpointMixin):
         run_dir: str | os.PathLike | None = None,
         progress_bar: bool | None = None,
         verbose: bool = True,
-        tensorboard: bool = False,
+        tensorboard: bool | None = None,
         callbacks: Sequence[Any] = (),
         task: str = "auto",
     ) -> None:
@@ -119,6 +120,8 @@ class AdvancedTrainer(LoopMixin, ValidateMixin, CheckpointMixin):
         self.run_dir = None if run_dir is None else Path(run_dir)
         if tensorboard and self.run_dir is None:
             raise ValueError("tensorboard=True needs run_dir")
+        if tensorboard is None:
+            tensorboard = self.run_dir is not None and _tensorboard_installed()
         self.tensorboard = bool(tensorboard)
         self.verbose = verbose
         self.callbacks = list(callbacks)
@@ -440,3 +443,9 @@ class AdvancedTrainer(LoopMixin, ValidateMixin, CheckpointMixin):
             fn = getattr(cb, name, None)
             if fn is not None:
                 fn(self)
+
+
+def _tensorboard_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
