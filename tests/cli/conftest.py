@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -93,6 +95,54 @@ def replace_in(text: str, old: str, new: str) -> str:
     return text.replace(old, new, 1)
 
 
+def find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome", "headless_shell"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+_PROBE = (
+    "<script>window.addEventListener('load',()=>{setTimeout(()=>{"
+    "const im=[...document.images];"
+    "const ok=im.filter(i=>i.complete&&i.naturalWidth>0).length;"
+    "const pl=document.querySelectorAll('.plotly-graph-div');"
+    "const drawn=document.querySelectorAll('.plotly-graph-div.js-plotly-plot').length;"
+    "document.title='PROBE '+ok+'/'+im.length+' PLOTS '+drawn+'/'+pl.length;},500);});"
+    "</script>"
+)
+
+
+def probe_in_chromium(page: Path) -> tuple[int, int, int, int]:
+    """Open ``page`` in headless Chromium, offline, and count what loaded.
+
+    Returns ``(images loaded, images, plotly figures drawn, plotly figures)``.
+    """
+    probe = page.with_name("probe_" + page.name)
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", _PROBE + "</body>"))
+    out = subprocess.run(
+        [
+            find_chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=10000",
+            # Any attempt to reach the network fails, so a page that needs it shows it.
+            "--proxy-server=127.0.0.1:9",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    probe.unlink()
+    m = re.search(r"PROBE (\d+)/(\d+) PLOTS (\d+)/(\d+)", out.stdout)
+    assert m, out.stderr[-2000:]
+    return tuple(int(g) for g in m.groups())  # type: ignore[return-value]
+
+
 @pytest.fixture(scope="session")
 def cli() -> SimpleNamespace:
     """The helpers above (test modules cannot import conftest under importlib mode)."""
@@ -102,4 +152,6 @@ def cli() -> SimpleNamespace:
         replace_in=replace_in,
         tiny=TINY_CONFIG,
         hostile=HOSTILE_NAME,
+        chromium=find_chromium(),
+        probe=probe_in_chromium,
     )

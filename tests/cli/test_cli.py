@@ -115,6 +115,15 @@ def test_report_has_every_figure_inline_and_escapes_the_name(trained, cli) -> No
         assert "onerror" not in attrs
 
 
+def test_report_loads_offline_in_headless_chromium(trained, cli) -> None:
+    if cli.chromium is None:
+        pytest.skip("chromium is not installed")
+    assert trained.proc.returncode == 0
+    loaded, images, drawn, plots = cli.probe(trained.run_dir / "report.html")
+    assert images == len(EXPECTED_FIGURES) - 1 and loaded == images
+    assert plots == 1 and drawn == 1
+
+
 def test_train_refuses_to_overwrite_and_resume_needs_a_run(trained, capsys, tmp_path) -> None:
     from optiscope.cli import main
 

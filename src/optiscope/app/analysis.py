@@ -83,7 +83,6 @@ def landscape_figures(
     fig_dir: Path,
     *,
     trajectory: Sequence[dict[str, torch.Tensor]] = (),
-    device: torch.device | None = None,
     echo: Callable[[str], None] = print,
 ) -> Analysis:
     """1-D lines, a 2-D contour and 3-D surface, and the PCA trajectory plane.
@@ -96,7 +95,6 @@ def landscape_figures(
         cfg: Which figures and how fine.
         fig_dir: Where the PNG/JSON files go.
         trajectory: Parameter snapshots over training (oldest first), for the PCA plane.
-        device: Evaluate there.
         echo: Progress lines.
 
     Returns:
@@ -107,6 +105,7 @@ def landscape_figures(
     out = Analysis()
     t0 = time.perf_counter()
     mb = cfg.max_batches or None
+    device = next(model.parameters()).device
     common = {"max_batches": mb, "device": device, "progress": False}
     span = tuple(cfg.alpha_range)
     metrics = ("loss", "accuracy") if _is_classification(loss_fn) else ("loss",)
@@ -209,13 +208,18 @@ def _trajectory_figure(model, loss_fn, data, targets, cfg, fig_dir, trajectory, 
             f"trajectory plane skipped: {len(states)} weight snapshots (needs at least 3 epochs)"
         )
         return None
-    final = {n: p.detach() for n, p in model.named_parameters() if n in names}
+    # Snapshots live on the CPU; compare them with CPU copies of the final weights and
+    # move the resulting directions to the model for evaluation.
+    final = {n: p.detach().cpu() for n, p in model.named_parameters() if n in names}
     pca = L.pca_directions(final, states, names=names)
     coords = L.project_trajectory(final, states, pca.d1, pca.d2)
+    device = next(model.parameters()).device
+    d1 = {k: v.to(device) for k, v in pca.d1.items()}
+    d2 = {k: v.to(device) for k, v in pca.d2.items()}
     # The PCA directions are unit vectors, so the plane must be sized to the path.
     reach = np.abs(coords).max(axis=0) * 1.25 + 1e-8
     ls = L.plane(
-        model, loss_fn, data, targets, pca.d1, pca.d2, (-reach[0], reach[0]),
+        model, loss_fn, data, targets, d1, d2, (-reach[0], reach[0]),
         (-reach[1], reach[1]), cfg.plane_points, metrics, **common,
     )  # fmt: skip
     ls.save(fig_dir / "trajectory_plane.npz")
@@ -288,19 +292,26 @@ def curvature_figures(
     rnd = L.random_direction(model, normalization="model", seed=seed)
     scale = float(torch.sqrt(sum((v.double() ** 2).sum() for v in rnd.values())))
     rnd = {k: v / scale for k, v in rnd.items()}
-    radius = 2.0 / max(abs(values[0]), 1e-8) ** 0.5
+    # Out to where the quadratic model predicts a rise of one nat along the sharpest direction.
+    radius = (2.0 / max(abs(values[0]), 1e-8)) ** 0.5
     fig, ax = plt.subplots(figsize=(8, 5))
+    centre = None
     for label, d in (("top Hessian eigenvector", top), ("random unit direction", rnd)):
         ls = L.line(model, loss_fn, data, targets, d, (-radius, radius), 41, max_batches=mb,
                     progress=False)  # fmt: skip
         L.plot_line(ls, ax=ax, label=label)
+        centre = ls.loss[len(ls.loss) // 2] if centre is None else centre
+    a = np.linspace(-radius, radius, 101)
+    ax.plot(a, centre + 0.5 * values[0] * a**2, "k:", label="quadratic model L0 + lambda a^2 / 2")
+    ax.legend()
     ax.set_title(f"Loss along the sharpest direction (lambda_max = {values[0]:.3g})")
     out.figures.append(
         FigureSpec(
             "Loss along the top Hessian eigenvector",
             "The loss along the unit eigenvector of the largest Hessian eigenvalue next to a "
-            "random unit direction; near 0 the first follows lambda_max * alpha^2 / 2, so "
-            "the gap between the curves is how much sharper the sharpest direction is.",
+            "random unit direction, with the quadratic model lambda_max * alpha^2 / 2 dotted; "
+            "the gap between the curves is how much sharper the sharpest direction is, and "
+            "where the loss leaves the dotted line the quadratic picture stops holding.",
             save_figure(fig, fig_dir / "hessian_top_direction.png"),
         )
     )

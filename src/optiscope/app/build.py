@@ -92,7 +92,21 @@ def call_with(where: str, fn: Callable[..., Any], kwargs: dict[str, Any], label:
 
 
 def pick_device(name: str) -> torch.device:
-    """``cpu``, ``cuda`` (an error when none is present) or ``auto``."""
+    """The device ``[run] device`` names.
+
+    Args:
+        name: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when present, else CPU).
+
+    Returns:
+        The torch device.
+
+    Raises:
+        ConfigError: ``"cuda"`` without a CUDA device.
+
+    Example:
+        >>> pick_device("cpu")
+        device(type='cpu')
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -107,6 +121,21 @@ def build_data(cfg: RunConfig) -> tuple[Any, Any]:
     images when the model is the built-in CNN. A factory ``package.module:fn`` gets the
     table's other keys, plus ``batch_size``, ``val_fraction`` and ``seed`` when its
     signature takes them, and must return ``(train_loader, val_loader)``.
+
+    Args:
+        cfg: The run config.
+
+    Returns:
+        ``(train_loader, val_loader)``.
+
+    Raises:
+        ConfigError: Unknown keys, a factory that fails or returns something else.
+
+    Example:
+        >>> from optiscope.app.config import parse_config
+        >>> train, val = build_data(parse_config("[data]\\nbatch_size = 100"))
+        >>> train.batch_size, len(train.dataset) + len(val.dataset)
+        (100, 1797)
     """
     d = cfg.data
     if d.name == "digits":
@@ -145,7 +174,24 @@ def build_data(cfg: RunConfig) -> tuple[Any, Any]:
 
 
 def build_model(cfg: RunConfig) -> nn.Module:
-    """The ``nn.Module`` for ``[model]`` (``mlp``, ``cnn`` or a factory)."""
+    """The ``nn.Module`` for ``[model]`` (``mlp``, ``cnn`` or a factory), seeded.
+
+    Args:
+        cfg: The run config (``[run] seed`` seeds the initial weights).
+
+    Returns:
+        The model (on the CPU).
+
+    Raises:
+        ConfigError: Unknown keys, a failing factory, not a module, or no trainable
+            parameters.
+
+    Example:
+        >>> from optiscope.app.config import parse_config
+        >>> m = build_model(parse_config("[model]\\nname = 'mlp'\\nhidden = [8]"))
+        >>> sum(p.numel() for p in m.parameters())
+        610
+    """
     m = cfg.model
     if m.name in ("mlp", "cnn"):
         from optiscope.models import digits_cnn, digits_mlp
@@ -170,6 +216,23 @@ def build_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
 
     Weight decay goes to weight matrices and conv kernels only: decaying biases and norm
     scales hurts and is what nanoGPT, timm and HF leave out too.
+
+    Args:
+        cfg: The run config.
+        model: The model whose trainable parameters to optimise.
+
+    Returns:
+        The optimizer (two param groups: with and without weight decay).
+
+    Raises:
+        ConfigError: torch rejected a hyper-parameter (e.g. Nesterov without momentum).
+
+    Example:
+        >>> from optiscope.app.config import parse_config
+        >>> cfg = parse_config("[optimizer]\\nname = 'sgd'\\nlr = 0.1")
+        >>> opt = build_optimizer(cfg, torch.nn.Linear(2, 2))
+        >>> [g["weight_decay"] for g in opt.param_groups]
+        [0.01, 0.0]
     """
     o = cfg.optimizer
     params = [p for p in model.parameters() if p.requires_grad]
@@ -225,6 +288,26 @@ def build_schedule(cfg: RunConfig, steps_per_epoch: int) -> Any:
     (``initial_lr``, ``max_lr``, ``target_lr``, ...) from ``[optimizer] lr``, ``total_steps``
     or ``T_max`` from the run's length, and ``warmup_steps`` from ``warmup_epochs``. A
     schedule without its own warmup gets one in front (``LinearWarmup(after=...)``).
+
+    Args:
+        cfg: The run config.
+        steps_per_epoch: Optimizer steps per epoch (converts epochs to steps).
+
+    Returns:
+        The schedule (absolute learning rates, for ``ScheduleLR``).
+
+    Raises:
+        ConfigError: Unknown name or key, a bad value, or warmup as long as the run.
+
+    Example:
+        >>> from optiscope.app.config import parse_config
+        >>> cfg = parse_config(
+        ...     "[optimizer]\\nlr = 0.1\\n[train]\\nepochs = 2\\n"
+        ...     "[schedule]\\nname = 'cosine'\\nwarmup_epochs = 1"
+        ... )
+        >>> s = build_schedule(cfg, steps_per_epoch=10)
+        >>> round(s(5), 6), round(s(10), 6), round(s(15), 6)
+        (0.05, 0.1, 0.05)
     """
     from optiscope import schedules
 
@@ -289,7 +372,22 @@ def _schedule_class(name: str) -> Any:
 
 
 def build_clipper(cfg: RunConfig) -> Any:
-    """The clipper for ``[clipping]``, or None for ``name = "none"``."""
+    """The clipper for ``[clipping]``, or None for ``name = "none"``.
+
+    Args:
+        cfg: The run config.
+
+    Returns:
+        An optiscope clipper (``NormClip``, ``ZClip``, ...) or None.
+
+    Raises:
+        ConfigError: Unknown name or key, or a bad value.
+
+    Example:
+        >>> from optiscope.app.config import parse_config
+        >>> build_clipper(parse_config("[clipping]\\nname = 'norm'\\nmax_norm = 0.5"))
+        NormClip(max_norm=0.5, norm_type=2.0)
+    """
     c = cfg.clipping
     if c.name == "none":
         if c.params:
@@ -306,7 +404,23 @@ def build_clipper(cfg: RunConfig) -> Any:
 
 
 def build_loss(cfg: RunConfig) -> Callable[..., torch.Tensor]:
-    """The loss function for ``[train] loss``."""
+    """The loss function for ``[train] loss``.
+
+    Args:
+        cfg: The run config.
+
+    Returns:
+        ``CrossEntropyLoss``, ``MSELoss``, or what the import path names (a class is
+        instantiated without arguments, a function is used as it is).
+
+    Raises:
+        ConfigError: The import path cannot be resolved.
+
+    Example:
+        >>> from optiscope.app.config import parse_config
+        >>> build_loss(parse_config(""))
+        CrossEntropyLoss()
+    """
     name = cfg.train.loss
     if name == "cross_entropy":
         return nn.CrossEntropyLoss()
@@ -338,7 +452,23 @@ class Components:
 
 
 def build_components(cfg: RunConfig) -> Components:
-    """Build everything ``cfg`` names; every problem is a ConfigError naming its key."""
+    """Build everything ``cfg`` names; every problem is a ConfigError naming its key.
+
+    Args:
+        cfg: The run config.
+
+    Returns:
+        The model (on its device), loaders, optimizer, schedule, clipper and loss.
+
+    Raises:
+        ConfigError: Any bad value, raised before anything is trained or written.
+
+    Example:
+        >>> from optiscope.app.config import parse_config
+        >>> c = build_components(parse_config("[data]\\nbatch_size = 128"))
+        >>> c.steps_per_epoch, c.num_params
+        (12, 50826)
+    """
     device = pick_device(cfg.run.device)
     train_loader, val_loader = build_data(cfg)
     try:

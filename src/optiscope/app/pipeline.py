@@ -339,11 +339,14 @@ def analyse(cfg: RunConfig, comps: Components, run_dir: Path, echo: Echo) -> Ana
     fig_dir = run_dir / "figures"
     loader = comps.train_loader if cfg.landscape.split == "train" else comps.val_loader
     data, targets = evaluation_data(loader, cfg.landscape.max_batches)
+    if isinstance(data, torch.Tensor):
+        # Landscape and curvature evaluate where the model lives.
+        data, targets = data.to(comps.device), targets.to(comps.device)
     if cfg.landscape.enabled:
         echo("loss landscape:")
         part = landscape_figures(
             comps.model, comps.loss_fn, data, targets, cfg.landscape, fig_dir,
-            trajectory=load_trajectory(run_dir / "trajectory"), device=comps.device, echo=echo,
+            trajectory=load_trajectory(run_dir / "trajectory"), echo=echo,
         )  # fmt: skip
         _merge(out, part)
     if cfg.curvature.enabled:
