@@ -156,3 +156,46 @@ def test_fp16_overflow_is_skipped_and_lowers_the_scale(make_model, digits_small)
     assert t.global_step + t.skipped_steps == 6 and sch.last_epoch == t.global_step
     assert t.scaler.get_scale() < start_scale
     assert all(torch.isfinite(p).all() for p in m.parameters())
+
+
+def test_fused_optimizer_skips_on_the_device(host_syncs, make_model, digits_small):
+    results = {}
+    for fused in (False, True):
+        for bad in ([], [2]):
+            loader = _nan_loader(digits_small, bad, n_batches=6, bs=8)
+            m = make_model(dropout=0.0)
+            opt = torch.optim.Adam(m.parameters(), lr=1e-2, fused=fused)
+            t = AdvancedTrainer(
+                m,
+                opt,
+                torch.nn.CrossEntropyLoss(),
+                verbose=False,
+                progress_bar=False,
+                log_interval=100,
+            )
+            with host_syncs() as counts:
+                t.train(loader, None, 1)
+            results[fused, len(bad)] = (m, t, opt, counts)
+    for key in ((True, 1), (False, 1)):
+        m, t, opt, _ = results[key]
+        assert t.skipped_steps == 1 and t.global_step == 5 and t.history[2].skipped
+        assert all(float(s["step"]) == 5 for s in opt.state.values())
+    # The fused path reads nothing per step: the same syncs with and without a skip,
+    # and fewer than the unfused path, which reads one value per step.
+    assert results[True, 1][3] == results[True, 0][3]
+    assert results[False, 1][3]["item"] - results[True, 1][3]["item"] >= 6
+    for p1, p2 in zip(results[True, 1][0].parameters(), results[False, 1][0].parameters()):
+        torch.testing.assert_close(p1, p2, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_consecutive_skips_abort_at_a_log_point(make_model, digits_small):
+    loader = _nan_loader(digits_small, range(6))
+    m = make_model(dropout=0.0)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1, fused=True)
+    t = AdvancedTrainer(
+        m, opt, torch.nn.CrossEntropyLoss(), verbose=False, max_consecutive_skips=3, log_interval=2
+    )
+    with pytest.raises(FloatingPointError, match="3 consecutive"):
+        t.train(loader, None, 1)
+    assert t.skipped_steps == 3 and t.global_step == 1  # 4 taken, 3 of them taken back
+    assert all(torch.isfinite(p).all() for p in m.parameters())

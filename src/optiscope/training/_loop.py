@@ -43,6 +43,7 @@ class Run:
         self.interval = cfg.scheduler_interval
         self.params = params
         self.log_interval = log_interval
+        self.fused_skip = False
 
 
 def _length(loader: Iterable) -> int | None:
@@ -61,6 +62,14 @@ class LoopMixin:
         params = [p for p in self.model.parameters() if p.requires_grad]
         interval = self.config.log_interval if log_interval is None else log_interval
         self._run = Run(cfg, scheduler, clipper, params, interval)
+        # Fused optimizers take a device-side found_inf (as under GradScaler), so skipping
+        # needs no host read; only usable when no scheduler must know about each skip.
+        self._run.fused_skip = (
+            self.config.nonfinite == "skip"
+            and self.scaler is None
+            and bool(getattr(self.optimizer, "_step_supports_amp_scaling", False))
+            and (scheduler is None or cfg.scheduler_interval == "epoch")
+        )
         self._apply_pending_states()
 
     def _run_epoch(self, loader: Iterable, epoch: int) -> None:
@@ -123,6 +132,8 @@ class LoopMixin:
         if not records:
             return
         run = self._run
+        if run is not None and run.fused_skip:
+            self._count_deferred_skips(records)
         max_norm = getattr(run.clipper, "max_norm", None) if run is not None else None
         for r in records:
             if r.clipped is None and isinstance(max_norm, float):
@@ -145,6 +156,20 @@ class LoopMixin:
                 f"Epoch {last.epoch} step {last.step + 1} "
                 f"Loss: {last.loss:.6f} LR: {last.lr:.6f} Grad norm: {last.grad_norm:.4f}"
             )
+
+    def _count_deferred_skips(self, records: list[StepRecord]) -> None:
+        for r in records:
+            if not r.skipped:
+                self.consecutive_skips = 0
+                continue
+            self.global_step -= 1  # counted as applied when it was taken
+            self.skipped_steps += 1
+            self.consecutive_skips += 1
+            if self.consecutive_skips >= self.config.max_consecutive_skips:
+                raise FloatingPointError(
+                    f"aborting: {self.consecutive_skips} consecutive optimizer steps had a "
+                    f"non-finite loss or gradient (last at step {r.step}, epoch {r.epoch})"
+                )
 
     def _epoch_train_loss(self) -> float:
         self._log_point()

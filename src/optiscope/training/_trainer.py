@@ -326,18 +326,20 @@ class AdvancedTrainer(LoopMixin, ValidateMixin, CheckpointMixin):
         lr = lr.detach().clone() if isinstance(lr, torch.Tensor) else lr
         found_inf = None
         bad = False
-        if self.config.nonfinite != "ignore":
+        if run.fused_skip:
+            # A fused optimizer skips the update on the device when found_inf is 1, so
+            # nothing is read here; skips are counted at the next log point.
+            found_inf = ~torch.isfinite(norm + self._step_loss_sum())
+        elif self.config.nonfinite != "ignore":
             # The one host read per step that skip/raise need (GradScaler does the same).
             # NaN or inf in either term makes the sum non-finite; one .item() of a float
             # is cheaper than isfinite() + bool() and syncs just the same.
             bad = not math.isfinite((norm + self._step_loss_sum()).item())
             if bad:
                 self._handle_nonfinite(epoch)
-        else:
-            found_inf = ~torch.isfinite(norm)
         attempt = self.global_step + self.skipped_steps
         if not bad:
-            self._apply_update()
+            self._apply_update(found_inf)
         elif self.scaler is not None:
             self.scaler.update()  # lowers the loss scale after an overflow
         skipped = None if found_inf is not None else bad
@@ -428,14 +430,23 @@ class AdvancedTrainer(LoopMixin, ValidateMixin, CheckpointMixin):
                 "learning rate or check the data"
             )
 
-    def _apply_update(self) -> None:
+    def _apply_update(self, found_inf: torch.Tensor | None = None) -> None:
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
+        elif found_inf is not None:
+            # The attribute GradScaler sets for fused optimizers (see GradScaler.step).
+            self.optimizer.found_inf = found_inf.to(torch.float32)
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf
         else:
             self.optimizer.step()
+        # Provisional on the fused path: a skip found at the log point takes it back.
         self.global_step += 1
-        self.consecutive_skips = 0
+        if found_inf is None:
+            self.consecutive_skips = 0
         self.step_scheduler("step")
 
     def _callback(self, name: str) -> None:
