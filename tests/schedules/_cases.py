@@ -101,8 +101,9 @@ def linear_warmup(draw):
         return Case(LinearWarmup(a, w, a * sf), a * sf, a, 2 * w, warmup=w, joins=[w])
     f, T = draw(frac), draw(length)
     after = CosineAnnealingScheduler(a, a * f, T)
-    s = LinearWarmup(None, w, a * sf, after=after)
-    return Case(s, min(a * sf, a * f), a, w + 2 * T, warmup=w, joins=[w])
+    start = after(0) * sf  # after(0) may round a hair below a
+    s = LinearWarmup(None, w, start, after=after)
+    return Case(s, min(start, a * f), a, w + 2 * T, warmup=w, joins=[w])
 
 
 @st.composite

@@ -65,19 +65,19 @@ def _same(ours, theirs, steps):
 STEPS = [*range(0, 301), 0.5, 9.999, 10.0, 10.25, 77.7, 299.5]
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(lrs, st.floats(0.01, 1.0), st.integers(1, 50) | st.floats(0.5, 50.0))
 def test_step_decay_equals_guide(lr, drop, every):
     _same(StepDecay(lr, drop, every), ref.StepDecay(lr, drop, every), STEPS)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(lrs, st.floats(0.0, 1.0))
 def test_exponential_equals_guide(lr, rate):
     _same(ExponentialDecay(lr, rate), ref.ExponentialDecay(lr, rate), STEPS)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(lrs, st.floats(0.0, 1.0), st.integers(1, 400) | st.floats(0.5, 400.0))
 def test_cosine_equals_guide_up_to_T_max(lr, frac, T_max):
     steps = [t for t in STEPS if t <= T_max] + [T_max]
@@ -95,7 +95,7 @@ def test_cosine_holds_min_after_T_max():
     assert s(100) == s(150) == s(10_000) == 0.001
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(lrs, st.floats(0.0, 1.0), st.integers(1, 30), st.integers(1, 4))
 def test_warm_restarts_equal_guide_for_integer_periods(lr, frac, T_0, T_mult):
     steps = [*range(0, 400), 0.5, 10.5, 29.75, 123.125]
@@ -106,14 +106,14 @@ def test_warm_restarts_equal_guide_for_integer_periods(lr, frac, T_0, T_mult):
     )
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(lrs, st.integers(1, 2000) | st.floats(0.5, 2000.0))
 def test_linear_warmup_equals_guide(lr, w):
     steps = [*range(0, 50), w / 3, w / 2, w - 1e-9, w, w + 1, 3 * w]
     _same(LinearWarmup(lr, w), ref.LinearWarmup(lr, w), [t for t in steps if t >= 0])
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(st.integers(0, 500), st.integers(1, 2000), lrs, st.floats(0.0, 1.0))
 def test_warmup_cosine_equals_guide_up_to_total(w, extra, lr, frac):
     total = w + extra

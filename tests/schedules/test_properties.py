@@ -23,7 +23,7 @@ def _tol(case):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(data=st.data())
 def test_invariants(name, data):
     case = data.draw(CASES[name])

@@ -58,7 +58,7 @@ class LinearWarmup(Schedule):
         self.warmup_steps = check_real("warmup_steps", warmup_steps, low=0.0)
         self.start_lr = check_lr("start_lr", start_lr)
         self.after = after
-        self._target = after._value(0.0) if target_lr is None else self.target_lr
+        self._target = float(after._value(0.0)) if target_lr is None else self.target_lr
         if self.start_lr > self._target:
             raise ValueError(
                 f"start_lr must be <= target_lr ({self._target!r}), got {self.start_lr!r}"
