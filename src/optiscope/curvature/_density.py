@@ -125,7 +125,7 @@ def hessian_density(
     with preserved(model):
         for _ in range(num_runs):
             probe = rademacher((op.numel,), generator, dtype=op.dtype, device=op.device)
-            lz = Lanczos(op.matvec, probe, generator)
+            lz = Lanczos(op.matvec, probe, generator, steps)
             for _ in range(steps):
                 lz.step()
             T, _ = lz.tridiagonal()

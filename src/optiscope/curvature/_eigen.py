@@ -165,8 +165,8 @@ def _lanczos_eigs(
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, bool]:
     start = torch.randn(op.numel, generator=generator, device=op.device, dtype=op.dtype)
-    lz = Lanczos(op.matvec, start, generator)
     steps = min(max(max_iter, top_k), op.numel)
+    lz = Lanczos(op.matvec, start, generator, steps)
     converged = False
     while lz.steps < steps:
         lz.step()

@@ -17,26 +17,34 @@ __all__ = ["Lanczos", "rademacher"]
 
 
 def rademacher(shape: tuple[int, ...], generator: torch.Generator, **kw) -> torch.Tensor:
-    """Independent +-1 entries (drawn on the generator's device, then moved)."""
-    draw = torch.randint(0, 2, shape, generator=generator, device=generator.device)
-    return (draw * 2 - 1).to(**kw)
+    """Independent +-1 entries, drawn on the generator's device."""
+    dtype = kw.get("dtype", torch.float32)
+    draw = torch.randint(0, 2, shape, generator=generator, device=generator.device, dtype=dtype)
+    return draw.mul_(2).sub_(1).to(**kw)
 
 
 class Lanczos:
-    """Incremental Lanczos on a symmetric operator; ``step()`` adds one Krylov vector."""
+    """Incremental Lanczos on a symmetric operator; ``step()`` adds one Krylov vector.
+
+    The vectors live in one preallocated ``(max_steps, n)`` buffer, so reorthogonalising
+    reads it as a single matrix and nothing is re-stacked per step.
+    """
 
     def __init__(
         self,
         matvec: Callable[[torch.Tensor], torch.Tensor],
         start: torch.Tensor,
         generator: torch.Generator,
+        max_steps: int,
     ) -> None:
         self.matvec = matvec
         self.generator = generator
         self.n = start.numel()
-        self.q = [start / torch.linalg.vector_norm(start)]
+        self.Q = start.new_empty((min(max_steps, self.n), self.n))
+        self.Q[0] = start / torch.linalg.vector_norm(start)
+        self.filled = 1  # rows of Q that hold a Lanczos vector
         self.alphas: list[torch.Tensor] = []
-        self.betas: list[torch.Tensor] = []  # betas[j] couples q[j] and q[j + 1]
+        self.betas: list[torch.Tensor] = []  # betas[j] couples Q[j] and Q[j + 1]
         # float32 reorthogonalisation leaves a residual of about eps * ||H q||; below a
         # small multiple of that the new direction is noise, i.e. a breakdown.
         self._thr = 100 * torch.finfo(start.dtype).eps
@@ -47,27 +55,34 @@ class Lanczos:
 
     def step(self) -> None:
         """One Lanczos iteration: one Hessian-vector product and a reorthogonalisation."""
-        q = self.q[-1]
+        if self.steps >= self.Q.shape[0]:
+            raise RuntimeError("Lanczos has used all its preallocated steps")
+        k = self.filled
+        Q = self.Q[:k]
+        q = Q[k - 1]
         w = self.matvec(q)
         w_norm = torch.linalg.vector_norm(w)
-        alpha = torch.dot(q, w)
-        self.alphas.append(alpha)
-        Q = torch.stack(self.q)
-        # Classical Gram-Schmidt twice ("twice is enough") against every previous vector.
-        for _ in range(2):
-            w = w - Q.T @ (Q @ w)
-        beta = torch.linalg.vector_norm(w)
-        self.betas.append(beta)
-        if len(self.q) >= self.n:
-            return  # the Krylov space is the whole space: no further direction exists
-        ok = beta > self._thr * w_norm
+        self.alphas.append(torch.dot(q, w))
+        if k == self.Q.shape[0]:
+            # No room for another vector: keep only the residual norm for the error bound.
+            for _ in range(2):
+                w = w - (w @ Q.T) @ Q
+            self.betas.append(torch.linalg.vector_norm(w))
+            return
+        # Reorthogonalise the new direction and a fresh random one together (one read of
+        # Q serves both), twice ("twice is enough"); the fresh one replaces a direction
+        # that vanished (a breakdown), decided on the device without a host sync.
         fresh = rademacher((self.n,), self.generator, dtype=q.dtype, device=q.device)
+        W = torch.stack([w, fresh])
         for _ in range(2):
-            fresh = fresh - Q.T @ (Q @ fresh)
-        fresh = fresh / torch.linalg.vector_norm(fresh)
-        self.q.append(torch.where(ok, w / torch.where(ok, beta, 1.0), fresh))
+            W = W - (W @ Q.T) @ Q
+        norms = torch.linalg.vector_norm(W, dim=1)
+        beta = norms[0]
+        ok = beta > self._thr * w_norm
+        self.Q[k] = torch.where(ok, W[0] / torch.where(ok, beta, 1.0), W[1] / norms[1])
+        self.filled = k + 1
         # A restart decouples the new block: the tridiagonal gets a zero there.
-        self.betas[-1] = torch.where(ok, beta, torch.zeros_like(beta))
+        self.betas.append(torch.where(ok, beta, torch.zeros_like(beta)))
 
     def tridiagonal(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(T, beta_last)`` on the host in float64 (one device-to-host copy)."""
@@ -80,5 +95,5 @@ class Lanczos:
         return T, b[m - 1]
 
     def basis(self) -> torch.Tensor:
-        """The ``(m, n)`` Lanczos vectors of the completed steps."""
-        return torch.stack(self.q[: self.steps])
+        """The ``(m, n)`` Lanczos vectors of the completed steps (a view)."""
+        return self.Q[: self.steps]
