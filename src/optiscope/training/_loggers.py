@@ -12,7 +12,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ProgressBar", "MetricsWriter", "TensorBoardWriter", "CSV_COLUMNS"]
+__all__ = [
+    "ProgressBar",
+    "MetricsWriter",
+    "TensorBoardWriter",
+    "CSV_COLUMNS",
+    "tensorboard_installed",
+]
 
 CSV_COLUMNS = [
     "kind",
@@ -165,3 +171,9 @@ class TensorBoardWriter:
 
     def close(self) -> None:
         self._writer.close()
+
+
+def tensorboard_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None

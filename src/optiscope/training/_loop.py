@@ -14,8 +14,10 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import torch
 from torch import nn
 
+from optiscope._internal.batches import _to
 from optiscope.training import _distributed as ddp
 from optiscope.training._checkpoint import set_rng_state
 from optiscope.training._config import RunConfig
@@ -157,20 +159,6 @@ class LoopMixin:
                 f"Loss: {last.loss:.6f} LR: {last.lr:.6f} Grad norm: {last.grad_norm:.4f}"
             )
 
-    def _count_deferred_skips(self, records: list[StepRecord]) -> None:
-        for r in records:
-            if not r.skipped:
-                self.consecutive_skips = 0
-                continue
-            self.global_step -= 1  # counted as applied when it was taken
-            self.skipped_steps += 1
-            self.consecutive_skips += 1
-            if self.consecutive_skips >= self.config.max_consecutive_skips:
-                raise FloatingPointError(
-                    f"aborting: {self.consecutive_skips} consecutive optimizer steps had a "
-                    f"non-finite loss or gradient (last at step {r.step}, epoch {r.epoch})"
-                )
-
     def _epoch_train_loss(self) -> float:
         self._log_point()
         s, n = ddp.all_reduce_sum(
@@ -251,3 +239,35 @@ class LoopMixin:
         self._writers = []
         self._bar.close()
         self._run = None
+
+    @property
+    def _is_main(self) -> bool:
+        return ddp.rank() == 0
+
+    def _require_run(self) -> Run:
+        if self._run is None:
+            raise RuntimeError("no training run is active: call train() or train_epoch()")
+        return self._run
+
+    def _autocast(self):
+        dtype = self.config.autocast_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _batches(self, loader: Iterable):
+        for item in loader:
+            if not isinstance(item, (list, tuple)) or len(item) != 2:
+                raise TypeError(
+                    f"each batch must be an (inputs, targets) pair, got {type(item).__name__}"
+                )
+            if self.device.type == "cpu":
+                yield item[0], item[1]  # the model is on the CPU; so is what a loader yields
+            else:
+                yield _to(item[0], self.device), _to(item[1], self.device)
+
+    def _callback(self, name: str) -> None:
+        for cb in self.callbacks:
+            fn = getattr(cb, name, None)
+            if fn is not None:
+                fn(self)

@@ -9,7 +9,6 @@ a log point (every ``log_interval`` optimizer steps and every epoch end).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -19,14 +18,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from optiscope._internal.batches import _to, batch_size
+from optiscope._internal.batches import batch_size
 from optiscope.training import _distributed as ddp
 from optiscope.training._checkpoint import check_writable_dir
 from optiscope.training._clip import NormMeter, apply_clipper
 from optiscope.training._config import RunConfig, TrainerConfig
-from optiscope.training._loggers import ProgressBar
+from optiscope.training._loggers import ProgressBar, tensorboard_installed
 from optiscope.training._loop import LoopMixin, Run
 from optiscope.training._metrics import MetricBuffer, StepRecord
+from optiscope.training._nonfinite import NonFiniteMixin
 from optiscope.training._state import CheckpointMixin
 from optiscope.training._validate import ValidateMixin
 
@@ -35,7 +35,7 @@ __all__ = ["AdvancedTrainer"]
 _PLATEAU = torch.optim.lr_scheduler.ReduceLROnPlateau
 
 
-class AdvancedTrainer(LoopMixin, ValidateMixin, CheckpointMixin):
+class AdvancedTrainer(LoopMixin, ValidateMixin, NonFiniteMixin, CheckpointMixin):
     """Train a model with schedules, clipping, tracking, checkpoints and exact resume.
 
     Args:
@@ -121,7 +121,7 @@ class AdvancedTrainer(LoopMixin, ValidateMixin, CheckpointMixin):
         if tensorboard and self.run_dir is None:
             raise ValueError("tensorboard=True needs run_dir")
         if tensorboard is None:
-            tensorboard = self.run_dir is not None and _tensorboard_installed()
+            tensorboard = self.run_dir is not None and tensorboard_installed()
         self.tensorboard = bool(tensorboard)
         self.verbose = verbose
         self.callbacks = list(callbacks)
@@ -384,52 +384,6 @@ class AdvancedTrainer(LoopMixin, ValidateMixin, CheckpointMixin):
         return lr_find(self.model, self.optimizer, self.loss_fn, train_loader, **kwargs)
 
     # ------------------------------------------------------------------ internals
-    @property
-    def _is_main(self) -> bool:
-        return ddp.rank() == 0
-
-    def _require_run(self) -> Run:
-        if self._run is None:
-            raise RuntimeError("no training run is active: call train() or train_epoch()")
-        return self._run
-
-    def _autocast(self):
-        dtype = self.config.autocast_dtype
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
-
-    def _batches(self, loader: Iterable):
-        for item in loader:
-            if not isinstance(item, (list, tuple)) or len(item) != 2:
-                raise TypeError(
-                    f"each batch must be an (inputs, targets) pair, got {type(item).__name__}"
-                )
-            if self.device.type == "cpu":
-                yield item[0], item[1]  # the model is on the CPU; so is what a loader yields
-            else:
-                yield _to(item[0], self.device), _to(item[1], self.device)
-
-    def _step_loss_sum(self) -> torch.Tensor:
-        losses = self._buffer._losses
-        return losses[0] if len(losses) == 1 else torch.stack(losses).sum()
-
-    def _handle_nonfinite(self, epoch: int) -> None:
-        step = self.global_step + self.skipped_steps
-        if self.config.nonfinite == "raise":
-            raise FloatingPointError(
-                f"non-finite loss or gradient at optimizer step {step} (epoch {epoch}, "
-                f"batch {self.batch_in_epoch}); use nonfinite='skip' to skip such steps"
-            )
-        self.skipped_steps += 1
-        self.consecutive_skips += 1
-        if self.consecutive_skips >= self.config.max_consecutive_skips:
-            raise FloatingPointError(
-                f"aborting: {self.consecutive_skips} consecutive optimizer steps had a "
-                f"non-finite loss or gradient (last at step {step}, epoch {epoch}); lower the "
-                "learning rate or check the data"
-            )
-
     def _apply_update(self, found_inf: torch.Tensor | None = None) -> None:
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
@@ -448,15 +402,3 @@ class AdvancedTrainer(LoopMixin, ValidateMixin, CheckpointMixin):
         if found_inf is None:
             self.consecutive_skips = 0
         self.step_scheduler("step")
-
-    def _callback(self, name: str) -> None:
-        for cb in self.callbacks:
-            fn = getattr(cb, name, None)
-            if fn is not None:
-                fn(self)
-
-
-def _tensorboard_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("tensorboard") is not None
