@@ -48,7 +48,9 @@ class AdvancedTrainer(LoopMixin, ValidateMixin, NonFiniteMixin, CheckpointMixin)
         grad_accum_steps: Micro-batches per optimizer step (>= 1).
         nonfinite: What to do with a non-finite loss or gradient norm: ``"skip"`` the
             update (counted in ``skipped_steps``), ``"raise"`` FloatingPointError, or
-            ``"ignore"``. Skip and raise read one boolean per optimizer step.
+            ``"ignore"``. Skip and raise read one value per optimizer step, except that a
+            fused optimizer (``fused=True``) skips on the device via ``found_inf`` when
+            no per-step scheduler runs; its skips are then counted at log points.
         max_consecutive_skips: Abort with FloatingPointError after this many skipped
             steps in a row.
         log_interval: Optimizer steps between log points (host copies, bar, files).
