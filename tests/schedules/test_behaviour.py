@@ -125,7 +125,8 @@ class TestJoin:
                 else peak * (1 + math.cos(math.pi * (t - w) / (total - w))) / 2
             )
             assert s(t) == pytest.approx(ref, rel=1e-12, abs=1e-18)
-        assert s.events(1000) == [(100, "warmup end")] or s.events(1000)[0][0] == 100
+        assert s.events(1000) == [(100, "join")]
+        assert s.events(2000) == [(100, "join"), (1000, "end of annealing")]
 
 
 class TestOneCycle:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Sequence
 
 from optiscope.schedules._base import Schedule
@@ -80,9 +81,7 @@ class Join(Schedule):
             if start > 0:
                 out.append((start, "join"))
             span = min(end, total_steps) - start
-            out.extend(
-                (start + s, label) for s, label in piece.events(int(-(-span // 1))) if s < span
-            )
+            out.extend((start + s, label) for s, label in piece.events(math.ceil(span)) if s < span)
         return out
 
 
