@@ -207,21 +207,32 @@ def _walk_chunk(s: _Setup, x: Any, y: Any, coefs: np.ndarray, pre) -> torch.Tens
     return torch.stack(rows)
 
 
-def _vmap_chunk(s: _Setup, x: Any, y: Any, coefs: torch.Tensor, pre) -> torch.Tensor:
-    module = s.model if pre is None else s.rest
-    names = [n for n in s.names if pre is None or not n.startswith("0.")]
-    base = {n: b for n, b in zip(s.names, s.base)}
+def _combine(base: torch.Tensor, stacked: torch.Tensor, coefs: torch.Tensor) -> torch.Tensor:
+    """``base + coefs @ stacked`` for a chunk: ``(C, *base.shape)`` in one addmm."""
+    k = stacked.shape[0]
+    flat = torch.addmm(base.reshape(1, -1), coefs, stacked.reshape(k, -1))
+    return flat.view(coefs.shape[0], *base.shape)
 
-    def point(c: torch.Tensor) -> torch.Tensor:
-        params = {n: base[n] + torch.tensordot(c, s.stacked[n], dims=1) for n in names}
-        if pre is None:
-            out = torch.func.functional_call(module, params, (x,), strict=False)
-        else:
-            h = pre[0] + torch.tensordot(c, pre[1], dims=1)
-            out = torch.func.functional_call(module, params, (h,), strict=False)
+
+def _vmap_chunk(s: _Setup, x: Any, y: Any, coefs: torch.Tensor, pre) -> torch.Tensor:
+    # The perturbed weights (and, with first-layer algebra, the first layer's output) are
+    # built for the whole chunk outside vmap, one matmul each: inside vmap a batched
+    # tensordot, or a linear with shared input and batched weights, becomes one tiny
+    # matmul per point, several times slower on the CPU.
+    module = s.model if pre is None else s.rest
+    params = {
+        n: _combine(b, s.stacked[n], coefs)
+        for n, b in zip(s.names, s.base)
+        if pre is None or not n.startswith("0.")
+    }
+
+    def point(p: dict[str, torch.Tensor], inp: Any) -> torch.Tensor:
+        out = torch.func.functional_call(module, p, (inp,), strict=False)
         return _stack_metrics(s, out, y)
 
-    return torch.func.vmap(point)(coefs)
+    if pre is None:
+        return torch.func.vmap(point, in_dims=(0, None))(params, x)
+    return torch.func.vmap(point, in_dims=(0, 0))(params, _combine(pre[0], pre[1], coefs))
 
 
 def _activation_elems(model: nn.Module, x: Any) -> int:
@@ -296,7 +307,7 @@ def _first_layer_pays(s: _Setup, x: torch.Tensor, device: torch.device, group: A
     return t_combine < 0.8 * t_direct
 
 
-def _choose(s, x, y, coefs, pre, chunk, device, group) -> tuple[str, torch.Tensor | None]:
+def _choose(s, x, y, coefs, pre, pre_walk, chunk, device, group) -> tuple[str, torch.Tensor | None]:
     """Time both paths on a few points of the first batch; all ranks agree on the pick.
 
     Returns the method and the winner's values for the first points it already computed
@@ -320,7 +331,7 @@ def _choose(s, x, y, coefs, pre, chunk, device, group) -> tuple[str, torch.Tenso
         t_vmap = float("inf")
     kw = max(1, k // 4)
     t0 = time.perf_counter()
-    vals_walk = _walk_chunk(s, x, y, probe[:kw], pre)
+    vals_walk = _walk_chunk(s, x, y, probe[:kw], pre_walk)
     t_walk = _since(t0, device) / kw
     t_vmap, t_walk = _agree([t_vmap, t_walk], device, group)
     return ("vmap", vals_vmap) if t_vmap < t_walk else ("walk", vals_walk)
@@ -412,17 +423,19 @@ def evaluate_points(
         s = _Setup(model, names, params, base, dirs, stacked, mfns, None, None)
         if split is not None:
             s.first, s.rest = split
-        total = 0
+        total, walk_fl = 0, None
         for x, y in iter_batches(data, targets, max_batches=max_batches, device=device):
             n = batch_size(x)
-            if info.get("first_layer") is None:
-                use = s.first is not None and (
-                    first_layer is True or _first_layer_pays(s, x, device, group)
-                )
-                if not use:
-                    s.first = s.rest = None
-                info["first_layer"] = use
             pre = _prefix(s, x) if s.first is not None else None
+            if walk_fl is None:
+                # vmap always takes the algebra when the model allows it (it replaces vmap's
+                # slowest case, shared inputs with batched weights); the walk only where
+                # it measures faster than recomputing the layer.
+                walk_fl = s.first is not None and (
+                    first_layer is True
+                    or (method != "vmap" and not train and _first_layer_pays(s, x, device, group))
+                    or (train and _first_layer_pays(s, x, device, group))
+                )
             if info["chunk_size"] is None:
                 info["chunk_size"] = _chunk_size(s, x, device)
             chunk = info["chunk_size"]
@@ -431,7 +444,9 @@ def evaluate_points(
                 if train or method != "auto":
                     info["method"] = "walk" if train else method
                 else:
-                    info["method"], first_vals = _choose(s, x, y, coefs, pre, chunk, device, group)
+                    info["method"], first_vals = _choose(
+                        s, x, y, coefs, pre, pre if walk_fl else None, chunk, device, group
+                    )
                     if first_vals is not None:
                         done = len(first_vals)
                         values[:done] += first_vals.to(torch.float64) * n
@@ -444,12 +459,15 @@ def evaluate_points(
                     ct = torch.as_tensor(block, dtype=base[0].dtype, device=device)
                     vals = _vmap_chunk(s, x, y, ct, pre)
                 else:
-                    vals = _walk_chunk(s, x, y, block, pre)
+                    vals = _walk_chunk(s, x, y, block, pre if walk_fl else None)
                 values[start : start + len(block)] += vals.to(torch.float64) * n
                 if bar is not None:
                     bar.update(len(block))
             total += n
             info["batches"] += 1
+            info["first_layer"] = s.first is not None and (
+                info["method"] == "vmap" or bool(walk_fl)
+            )
         if bar is not None:
             bar.close()
     info["samples"] = total

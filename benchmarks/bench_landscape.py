@@ -1,0 +1,205 @@
+"""Loss-landscape grids: the guide's loop vs optiscope vs the ``loss-landscapes`` package.
+
+Three cases from issue 4, each measured side by side in one run:
+
+1. the guide's 2-10-1 network, 100 samples, 51x51 grid;
+2. a 64-256-128-10 MLP on all 1,797 digits, 31x31 grid;
+3. a small CNN with BatchNorm on all 1,797 digits (8x8 images).
+
+Times are medians of a few repeats; ratios are what matter (machines are noisy).
+"Achieved GFLOP/s" is (grid points x FLOPs of one full forward) / time: the work the
+naive method does. optiscope's first-layer algebra skips part of that work, so its
+figure is an effective rate and may exceed the measured matmul peak.
+``loss-landscapes`` is a bench extra only; when it is missing it is reported as
+"not available". Run: ``python benchmarks/bench_landscape.py``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from optiscope import landscape
+from optiscope.data import digits_tensors
+from optiscope.models import digits_cnn, digits_mlp
+
+
+def _median_time(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_peak_gflops(n: int = 1024, repeats: int = 10) -> float:
+    """Median GFLOP/s of an ``n x n`` float32 matmul on this machine (the reference peak)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    t = _median_time(lambda: a @ b, repeats)
+    return 2 * n**3 / t / 1e9
+
+
+def forward_flops(model: nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of one forward, counted by torch's own FlopCounterMode (matmuls and convs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    return int(counter.get_total_flops())
+
+
+def guide_loop(model, loss_fn, X, y, d1, d2, alphas) -> np.ndarray:
+    """The guide's Part 3 loop: reassign ``param.data``, forward, ``.item()`` per point."""
+    params = list(model.named_parameters())
+    original = [p.data.clone() for _, p in params]
+    losses = np.zeros((len(alphas), len(alphas)))
+    for i, a in enumerate(alphas):
+        for j, b in enumerate(alphas):
+            for (name, p), orig in zip(params, original):
+                p.data = orig + a * d1[name] + b * d2[name]
+            with torch.no_grad():
+                losses[i, j] = loss_fn(model(X), y).item()
+    for (_, p), orig in zip(params, original):
+        p.data = orig
+    return losses
+
+
+def loss_landscapes_plane(model, loss_fn, X, y, steps: int, normalization: str = "filter"):
+    """``loss_landscapes.random_plane`` as its README uses it, or None if not installed."""
+    try:
+        import loss_landscapes
+        import loss_landscapes.metrics
+    except Exception:  # noqa: BLE001 - any failure to import means "not available"
+        return None
+    metric = loss_landscapes.metrics.Loss(loss_fn, X, y)
+    return lambda: loss_landscapes.random_plane(
+        model, metric, distance=1, steps=steps, normalization=normalization, deepcopy_model=False
+    )
+
+
+def run_case(
+    name, model, loss_fn, X, y, steps, *, guide_steps=None, repeats=3, ll_repeats=None
+) -> dict[str, float]:
+    """Time the three methods on one case; print medians, ratios and GFLOP/s."""
+    model.eval()
+    d1, d2 = landscape.random_directions(model, 2, seed=0)
+    flops = forward_flops(model, X)
+    points = steps * steps
+    last = {}
+
+    def ours():
+        last["ls"] = landscape.plane(
+            model, loss_fn, X, y, d1=d1, d2=d2, num_points=steps, progress=False
+        )
+
+    # Warm-up on a small grid: vmap's first trace, the allocator.
+    landscape.plane(model, loss_fn, X, y, d1=d1, d2=d2, num_points=4, progress=False)
+    t_ours = _median_time(ours, repeats)
+    meta = last["ls"].metadata
+
+    gs = guide_steps or steps
+    alphas = np.linspace(-1, 1, gs)
+    t_guide = _median_time(lambda: guide_loop(model, loss_fn, X, y, d1, d2, alphas), 1)
+    t_guide_scaled = t_guide * points / (gs * gs)
+
+    ll_note, t_ll = "", None
+    ll = loss_landscapes_plane(model, loss_fn, X, y, steps)
+    if ll is not None:
+        try:
+            ll()  # also its warm-up
+        except ZeroDivisionError:
+            # Its filter normalisation divides by zero on one-element filters (BatchNorm
+            # parameters); time it with its layer normalisation instead (same work).
+            ll_note = " [layer norm.]"
+            ll = loss_landscapes_plane(model, loss_fn, X, y, steps, "layer")
+            ll()
+        t_ll = _median_time(ll, ll_repeats or repeats)
+
+    print(
+        f"\n== {name}: {points} points ({steps}x{steps}), {X.shape[0]} samples, "
+        f"{flops / 1e6:.2f} MFLOP per forward =="
+    )
+    print(f"{'method':<34}{'median s':>10}{'GFLOP/s':>10}{'optiscope speed-up':>20}")
+
+    def row(label, t):
+        gf = points * flops / t / 1e9
+        print(f"{label:<34}{t:>10.3f}{gf:>10.2f}{t / t_ours:>19.1f}x")
+
+    fl = ", first-layer algebra" if meta["first_layer"] else ""
+    row(f"optiscope ({meta['method']}{fl})", t_ours)
+    row("guide loop" + ("" if gs == steps else f" [{gs}x{gs}, scaled]"), t_guide_scaled)
+    if t_ll is None:
+        print(f"{'loss-landscapes':<34}{'not available':>10}")
+    else:
+        row("loss-landscapes" + ll_note, t_ll)
+    return {"optiscope": t_ours, "guide": t_guide_scaled, "loss-landscapes": t_ll or float("nan")}
+
+
+def main(threads: int = 1) -> None:
+    """Run the three cases (about a minute on an idle CPU core).
+
+    Args:
+        threads: torch intra-op threads for every method and the matmul peak alike. One by
+            default: on a shared machine, multi-threaded kernels stall at their barriers
+            whenever a thread is descheduled, which makes the ratios noise.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _main()
+    finally:
+        torch.set_num_threads(before)
+
+
+def _main() -> None:
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    peak = matmul_peak_gflops()
+    print(f"measured matmul peak (1024x1024 float32): {peak:.1f} GFLOP/s")
+
+    # 1. The guide's example network and data (its loop timed on 26x26 and scaled).
+    model = nn.Sequential(nn.Linear(2, 10), nn.ReLU(), nn.Linear(10, 1))
+    X = torch.randn(100, 2)
+    y = (X[:, 0] + X[:, 1] > 0).float().unsqueeze(1)
+    run_case("guide 2-10-1", model, nn.BCEWithLogitsLoss(), X, y, 51, guide_steps=26)
+
+    # 2. 64-256-128-10 MLP on all digits (the guide's loop on 11x11, scaled).
+    X, y = digits_tensors()
+    run_case(
+        "MLP 64-256-128-10",
+        digits_mlp(),
+        nn.CrossEntropyLoss(),
+        X,
+        y,
+        31,
+        guide_steps=11,
+        repeats=2,
+        ll_repeats=1,
+    )
+
+    # 3. Small CNN with BatchNorm on all digits (the guide's loop on 9x9, scaled).
+    run_case(
+        "CNN with BatchNorm",
+        digits_cnn(8),
+        nn.CrossEntropyLoss(),
+        X.view(-1, 1, 8, 8),
+        y,
+        21,
+        guide_steps=9,
+        repeats=2,
+        ll_repeats=1,
+    )
+    print(f"\n(matmul peak for reference: {peak:.1f} GFLOP/s)")
+
+
+if __name__ == "__main__":
+    main()
