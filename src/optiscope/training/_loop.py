@@ -27,6 +27,9 @@ from optiscope.training._sampling import seed_epoch_sampler
 
 __all__ = ["Run", "LoopMixin"]
 
+# nullcontext is reusable; one instance saves an allocation per micro-batch.
+_NO_CONTEXT = contextlib.nullcontext()
+
 
 class Run:
     """The settings and objects of one ``train()`` (or standalone ``train_epoch``) call."""
@@ -115,7 +118,7 @@ class LoopMixin:
     def _no_sync(self, skip_sync: bool):
         if skip_sync and hasattr(self._net, "no_sync"):
             return self._net.no_sync()  # DDP: all-reduce once per optimizer step
-        return contextlib.nullcontext()
+        return _NO_CONTEXT
 
     def _finish_step(self, epoch: int, micro_batches: int) -> None:
         run = self._require_run()
@@ -252,7 +255,7 @@ class LoopMixin:
     def _autocast(self):
         dtype = self.config.autocast_dtype
         if dtype is None:
-            return contextlib.nullcontext()
+            return _NO_CONTEXT
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def _batches(self, loader: Iterable):

@@ -81,7 +81,8 @@ class MetricBuffer:
     _pending: list[_PendingStep] = field(default_factory=list)
 
     def add_micro_batch(self, loss: torch.Tensor, n: int) -> None:
-        self._losses.append(loss.detach())
+        """Keep ``loss`` (already detached) of a micro-batch of ``n`` samples."""
+        self._losses.append(loss)
         self._sizes.append(n)
 
     def end_step(
@@ -100,7 +101,7 @@ class MetricBuffer:
                 epoch,
                 self._losses,
                 self._sizes,
-                grad_norm.detach(),
+                grad_norm if not grad_norm.requires_grad else grad_norm.detach(),
                 lr,
                 clipped,
                 skipped,
@@ -125,40 +126,35 @@ class MetricBuffer:
         """
         if not self._pending:
             return []
-        parts: list[torch.Tensor] = []
-        for p in self._pending:
-            parts.extend(p.losses)
-            parts.append(p.grad_norm)
-            if p.clipped is not None:
-                parts.append(p.clipped)
-            if p.found_inf is not None:
-                parts.append(p.found_inf)
-            if isinstance(p.lr, torch.Tensor):
-                parts.append(p.lr)
-        device = parts[0].device
-        flat = torch.stack([t.to(device=device, dtype=torch.float32).reshape(()) for t in parts])
+        pending = self._pending
+        # One stack per kind of value (not one op per value), then one copy to the host.
+        groups = [
+            [t for p in pending for t in p.losses],
+            [p.grad_norm for p in pending],
+            [p.clipped for p in pending if p.clipped is not None],
+            [p.found_inf for p in pending if p.found_inf is not None],
+            [p.lr for p in pending if isinstance(p.lr, torch.Tensor)],
+        ]
+        device = pending[0].grad_norm.device
+        flat = torch.cat(
+            [torch.stack(g).to(device=device, dtype=torch.float32).reshape(-1) for g in groups if g]
+        )
         if reduce is not None:
             flat = reduce(flat)
         values = flat.tolist()
-        records, i = [], 0
-        for p in self._pending:
-            losses = values[i : i + len(p.losses)]
-            i += len(p.losses)
-            norm = values[i]
-            i += 1
-            clipped = None
-            if p.clipped is not None:
-                clipped = bool(values[i])
-                i += 1
+        sizes = [len(g) for g in groups]
+        starts = [sum(sizes[:k]) for k in range(len(sizes))]
+        losses_at, norm_at, clip_at, inf_at, lr_at = (iter(values[a:]) for a in starts)
+        records = []
+        for p in pending:
+            losses = [next(losses_at) for _ in p.losses]
+            norm = next(norm_at)
+            clipped = None if p.clipped is None else bool(next(clip_at))
             skipped = p.skipped
             if p.found_inf is not None:
-                skipped = bool(values[i]) if skipped is None else skipped
-                i += 1
-            if isinstance(p.lr, torch.Tensor):
-                lr = values[i]
-                i += 1
-            else:
-                lr = float(p.lr)
+                found = bool(next(inf_at))
+                skipped = found if skipped is None else skipped
+            lr = next(lr_at) if isinstance(p.lr, torch.Tensor) else float(p.lr)
             n = sum(p.sizes)
             loss = sum(v * s for v, s in zip(losses, p.sizes)) / n if n else math.nan
             # A skipped step left the weights alone; its (non-finite) loss would poison

@@ -311,12 +311,13 @@ class AdvancedTrainer(LoopMixin, ValidateMixin, NonFiniteMixin, CheckpointMixin)
         with self._autocast():
             output = self._net(inputs)
             loss = self.loss_fn(output, targets)
-        self._buffer.add_micro_batch(loss, batch_size(inputs))
+        detached = loss.detach()
+        self._buffer.add_micro_batch(detached, batch_size(inputs))
         scaled = loss * loss_scale if loss_scale != 1.0 else loss
         if self.scaler is not None:
             scaled = self.scaler.scale(scaled)
         scaled.backward()
-        return loss.detach()
+        return detached
 
     def optimizer_step(self, epoch: int) -> bool:
         """Unscale, clip, check, step and schedule; returns whether the update was applied."""
