@@ -10,13 +10,9 @@ Use as a module::
 
 from optiscope.landscape._directions import (
     Direction,
-    PCADirections,
     axis_direction,
     find_parameter,
-    interpolation_direction,
     orthogonalize,
-    pca_directions,
-    project_trajectory,
     random_direction,
     random_directions,
 )
@@ -36,6 +32,12 @@ from optiscope.landscape._plots import (
 )
 from optiscope.landscape._result import Landscape
 from optiscope.landscape._sharpness import Sharpness, sharpness
+from optiscope.landscape._trajectory import (
+    PCADirections,
+    interpolation_direction,
+    pca_directions,
+    project_trajectory,
+)
 
 __all__ = [
     "Direction",

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from optiscope.landscape._distributed import active_group, gather_points, shard_bounds
-from optiscope.landscape._engine import Metric, evaluate_points
+from optiscope.landscape._engine import evaluate_points
+from optiscope.landscape._metrics import Metric, resolve_metrics
 from optiscope.landscape._result import Landscape
 
 __all__ = ["line", "plane", "grid_coordinates"]
@@ -271,6 +272,4 @@ def plane(
 
 
 def _metric_names(loss_fn, metrics) -> list[str]:
-    from optiscope.landscape._engine import resolve_metrics
-
     return list(resolve_metrics(loss_fn, metrics))
