@@ -22,7 +22,6 @@ from optiscope.training import _distributed as ddp
 from optiscope.training._checkpoint import set_rng_state
 from optiscope.training._config import RunConfig
 from optiscope.training._loggers import MetricsWriter, TensorBoardWriter
-from optiscope.training._metrics import StepRecord
 from optiscope.training._sampling import seed_epoch_sampler
 
 __all__ = ["Run", "LoopMixin"]
@@ -132,19 +131,18 @@ class LoopMixin:
         self._callback("on_step_end")
 
     def _log_point(self) -> None:
+        run = self._run
+        max_norm = getattr(run.clipper, "max_norm", None) if run is not None else None
         # Under DDP every rank reaches each log point together (same number of steps).
-        records = self._buffer.flush(ddp.all_reduce_mean if ddp.is_distributed() else None)
+        records = self._buffer.flush(
+            ddp.all_reduce_mean if ddp.is_distributed() else None,
+            max_norm if isinstance(max_norm, float) else None,
+        )
         if not records:
             return
-        run = self._run
         if run is not None and run.fused_skip:
             self._count_deferred_skips(records)
-        max_norm = getattr(run.clipper, "max_norm", None) if run is not None else None
         for r in records:
-            if r.clipped is None and isinstance(max_norm, float):
-                r = StepRecord(
-                    r.step, r.epoch, r.loss, r.grad_norm, r.lr, r.grad_norm > max_norm, r.skipped
-                )
             self.history.append(r)
             self.step_losses.append(r.loss)
             self.learning_rates.append(r.lr)

@@ -19,7 +19,7 @@ import torch
 __all__ = ["StepRecord", "MetricBuffer"]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StepRecord:
     """What happened at one optimizer step, as host numbers.
 
@@ -53,7 +53,7 @@ class StepRecord:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class _PendingStep:
     step: int
     epoch: int
@@ -115,7 +115,9 @@ class MetricBuffer:
         return len(self._pending)
 
     def flush(
-        self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self,
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        clip_threshold: float | None = None,
     ) -> list[StepRecord]:
         """Copy every pending step to the host (one device sync) and return the records.
 
@@ -123,6 +125,8 @@ class MetricBuffer:
             reduce: Applied to the flat tensor of pending values before the copy; under
                 DDP the mean over ranks (norms, lrs and flags agree across ranks already,
                 so only the losses change).
+            clip_threshold: For clippers that report no ``clipped`` flag, a step counts
+                as clipped when its norm exceeds this.
         """
         if not self._pending:
             return []
@@ -149,7 +153,10 @@ class MetricBuffer:
         for p in pending:
             losses = [next(losses_at) for _ in p.losses]
             norm = next(norm_at)
-            clipped = None if p.clipped is None else bool(next(clip_at))
+            if p.clipped is not None:
+                clipped = bool(next(clip_at))
+            else:
+                clipped = None if clip_threshold is None else norm > clip_threshold
             skipped = p.skipped
             if p.found_inf is not None:
                 found = bool(next(inf_at))
