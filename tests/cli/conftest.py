@@ -67,15 +67,22 @@ def run_cli(
     extra_path: Path | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 300,
+    nproc: int = 1,
 ) -> subprocess.CompletedProcess:
-    """``python -m optiscope *args`` with a headless backend and one thread."""
+    """``python -m optiscope *args`` with a headless backend and one thread.
+
+    ``nproc > 1`` starts it under ``torchrun --standalone`` (free port, gloo on CPU).
+    """
     full_env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", **(env or {})}
     if extra_path is not None:
         full_env["PYTHONPATH"] = os.pathsep.join(
             [str(extra_path), *filter(None, [full_env.get("PYTHONPATH")])]
         )
+    launcher = []
+    if nproc > 1:
+        launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     return subprocess.run(
-        [sys.executable, "-m", "optiscope", *args],
+        [sys.executable, *launcher, "-m", "optiscope", *args],
         cwd=cwd,
         env=full_env,
         capture_output=True,

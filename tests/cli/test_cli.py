@@ -50,12 +50,20 @@ def _tags(page: str) -> list[tuple[str, dict]]:
 
 @pytest.fixture(scope="module")
 def trained(cli, tmp_path_factory) -> SimpleNamespace:
-    """One full tiny run (every stage on) under a hostile run name."""
+    """One full tiny run (every stage on) under a hostile run name, with two processes.
+
+    Started by torchrun (gloo), so the whole pipeline runs under DistributedDataParallel
+    with the landscapes sharded across the ranks; the demo test covers one process.
+    """
     root = tmp_path_factory.mktemp("trained")
     text = cli.replace_in(cli.tiny, 'name = "tiny"', f"name = {json.dumps(cli.hostile)}")
     config = cli.write_config(root, text)
-    proc = cli.run(["train", "--config", str(config), "--out-dir", str(root / "runs")])
+    proc = cli.run(["train", "--config", str(config), "--out-dir", str(root / "runs")], nproc=2)
     return SimpleNamespace(proc=proc, config=config, root=root, run_dir=root / "runs" / cli.hostile)
+
+
+# Each of the two ranks gets ceil(1438 / 2) = 719 samples: 6 batches of 128 per epoch.
+STEPS_PER_EPOCH = 6
 
 
 def test_train_writes_the_whole_run_directory(trained) -> None:
@@ -70,7 +78,8 @@ def test_train_writes_the_whole_run_directory(trained) -> None:
     assert snaps == [f"epoch_{i:04d}.pt" for i in range(4)]
     assert EXPECTED_FIGURES <= {p.name for p in (run / "figures").iterdir()}
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["epochs"] == 3 and summary["optimizer steps"] == 3 * 12  # 1438 / 128
+    assert summary["epochs"] == 3 and summary["optimizer steps"] == 3 * STEPS_PER_EPOCH
+    assert summary["processes"] == 2
     assert 0.0 < summary["final val accuracy"] <= 1.0
     assert summary["top Hessian eigenvalue"] > 0
     assert "LinearWarmup" in summary["schedule"] and "NormClip" in summary["clipping"]
@@ -83,10 +92,12 @@ def test_applied_learning_rates_and_clip_flags_follow_the_config(trained) -> Non
     assert trained.proc.returncode == 0
     ckpt = torch.load(trained.run_dir / "checkpoints" / "last.pt", weights_only=True)
     steps = ckpt["history"]["steps"]
-    schedule = build_schedule(load_config(trained.run_dir / "config.toml"), 12)
-    # warmup_epochs = 1 became 12 warmup steps in front of a cosine over the other 24.
-    assert schedule.warmup_steps == 12 and schedule.after.T_max == 24
-    assert [s["lr"] for s in steps] == pytest.approx([schedule(k) for k in range(36)], rel=1e-12)
+    n = STEPS_PER_EPOCH
+    schedule = build_schedule(load_config(trained.run_dir / "config.toml"), n)
+    # warmup_epochs = 1 became n warmup steps in front of a cosine over the other 2n.
+    assert schedule.warmup_steps == n and schedule.after.T_max == 2 * n
+    assert len(steps) == 3 * n
+    assert [s["lr"] for s in steps] == pytest.approx([schedule(k) for k in range(3 * n)], rel=1e-12)
     assert [s["clipped"] for s in steps] == [s["grad_norm"] > 1.0 for s in steps]
 
 

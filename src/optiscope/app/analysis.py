@@ -297,8 +297,9 @@ def curvature_figures(
     fig, ax = plt.subplots(figsize=(8, 5))
     centre = None
     for label, d in (("top Hessian eigenvector", top), ("random unit direction", rnd)):
+        # Only rank 0 computes curvature under torchrun, so these lines are not sharded.
         ls = L.line(model, loss_fn, data, targets, d, (-radius, radius), 41, max_batches=mb,
-                    progress=False)  # fmt: skip
+                    progress=False, distributed=False)  # fmt: skip
         L.plot_line(ls, ax=ax, label=label)
         centre = ls.loss[len(ls.loss) // 2] if centre is None else centre
     a = np.linspace(-radius, radius, 101)

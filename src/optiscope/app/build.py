@@ -431,6 +431,27 @@ def build_loss(cfg: RunConfig) -> Callable[..., torch.Tensor]:
     return fn() if inspect.isclass(fn) else fn
 
 
+def batches_per_epoch(loader: Any) -> int:
+    """Batches one process sees per epoch (under torch.distributed: its shard's share).
+
+    Raises:
+        ConfigError: The loader has no length.
+    """
+    import torch.distributed as dist
+
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    dataset = getattr(loader, "dataset", None)
+    batch = getattr(loader, "batch_size", None)
+    if world > 1 and dataset is not None and batch:
+        # What the trainer's DistributedSampler gives each rank (padded to equal shards).
+        per_rank = math.ceil(len(dataset) / world)
+        return per_rank // batch if loader.drop_last else math.ceil(per_rank / batch)
+    try:
+        return len(loader)
+    except TypeError:
+        raise ConfigError("[data] name: the train loader must have a length") from None
+
+
 @dataclass
 class Components:
     """Everything a run needs, built from a config."""
@@ -471,10 +492,7 @@ def build_components(cfg: RunConfig) -> Components:
     """
     device = pick_device(cfg.run.device)
     train_loader, val_loader = build_data(cfg)
-    try:
-        n_batches = len(train_loader)
-    except TypeError:
-        raise ConfigError("[data] name: the train loader must have a length") from None
+    n_batches = batches_per_epoch(train_loader)
     if n_batches == 0:
         raise ConfigError("[data]: the train loader yields no batches")
     steps_per_epoch = max(1, n_batches // cfg.train.grad_accum_steps)

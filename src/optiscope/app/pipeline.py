@@ -20,6 +20,7 @@ import json
 import os
 import random
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -156,34 +157,66 @@ def train_run(
         'report.html'
     """
     t_start = time.perf_counter()
+    rank, world, joined = _join_process_group(cfg)
+    try:
+        return _train_run(cfg, resume, overwrite, echo if rank == 0 else _quiet, rank, world,
+                          t_start)  # fmt: skip
+    finally:
+        if joined:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train_run(
+    cfg: RunConfig, resume: bool, overwrite: bool, echo: Echo, rank: int, world: int,
+    t_start: float,
+) -> RunResult:  # fmt: skip
+    main = rank == 0
     run_dir = cfg.run_dir
     _check_run_dir(run_dir, resume, overwrite)
     apply_threads(cfg.run.threads)
     seed_everything(cfg.run.seed)
     # Everything is built (and every config error raised) before the directory is touched.
     comps = build_components(cfg)
-    _reset_run_dir(run_dir, resume)
-    (run_dir / "config.toml").write_text(config_to_toml(cfg), encoding="utf-8")
-    fig_dir = run_dir / "figures"
+    if main:
+        _reset_run_dir(run_dir, resume)
+        (run_dir / "config.toml").write_text(config_to_toml(cfg), encoding="utf-8")
+    _barrier(world)
+    # Under torchrun every rank computes its share of the landscapes; only rank 0 keeps
+    # files, so the others draw into a scratch directory that is removed at the end.
+    fig_dir = run_dir / "figures" if main else Path(tempfile.mkdtemp(prefix="optiscope-"))
     fig_dir.mkdir(exist_ok=True)
-    echo(f"run directory: {run_dir}")
+    echo(f"run directory: {run_dir}" + (f" ({world} processes)" if world > 1 else ""))
     echo(f"  {S.describe_model(cfg, comps)}; {S.describe_optimizer(cfg)}")
-    figures = schedule_figures(cfg, comps, fig_dir)
+    figures: list[FigureSpec] = []
     lr_info: dict[str, Any] = {}
-    if cfg.lr_find.enabled:
-        found = _lr_find(cfg, comps, fig_dir / "lr_find.png", run_dir, reuse=resume, echo=echo)
-        lr_info = found[1]
-        figures.append(found[0])
-    trainer, t_train = _train(cfg, comps, run_dir, resume, echo)
-    figures.append(_curves_figure(cfg, comps, trainer, fig_dir))
-    analysis = analyse(cfg, comps, run_dir, echo)
+    if main:
+        figures = schedule_figures(cfg, comps, fig_dir)
+        if cfg.lr_find.enabled:
+            found = _lr_find(cfg, comps, fig_dir / "lr_find.png", run_dir, reuse=resume, echo=echo)
+            lr_info = found[1]
+            figures.append(found[0])
+    _barrier(world)
+    trainer, t_train = _train(cfg, comps, run_dir, resume, echo, main)
+    _barrier(world)  # the trajectory snapshots rank 0 wrote are complete from here on
+    try:
+        if main:
+            figures.append(_curves_figure(cfg, comps, trainer, fig_dir))
+        analysis = analyse(cfg, comps, run_dir, echo, fig_dir=fig_dir, curvature=main)
+    finally:
+        if not main:
+            shutil.rmtree(fig_dir, ignore_errors=True)
     figures += analysis.figures
     numbers = S.run_numbers(cfg, comps, trainer, t_train, lr_info, analysis)
+    numbers["processes"] = world
     numbers["total seconds"] = time.perf_counter() - t_start
-    S.write_json(run_dir / "summary.json", numbers)
     report_path = None
-    if cfg.report.enabled:
-        report_path = S.write_run_report(cfg, comps, numbers, figures, analysis.notes, run_dir)
+    if main:
+        S.write_json(run_dir / "summary.json", numbers)
+        if cfg.report.enabled:
+            report_path = S.write_run_report(cfg, comps, numbers, figures, analysis.notes, run_dir)
+    _barrier(world)
     acc = numbers.get("final val accuracy")
     echo(
         f"done in {numbers['total seconds']:.1f}s: final val loss "
@@ -191,6 +224,39 @@ def train_run(
         + (f", val accuracy {acc:.4f}" if acc is not None else "")
     )
     return RunResult(run_dir, report_path, numbers)
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+def _join_process_group(cfg: RunConfig) -> tuple[int, int, bool]:
+    """``(rank, world size, joined here)``; joins the group torchrun describes.
+
+    ``torchrun --nproc_per_node N -m optiscope train --config run.toml`` sets
+    ``WORLD_SIZE``; the trainer then runs under DistributedDataParallel.
+    """
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return 0, 1, False
+    joined = False
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        use_cuda = cfg.run.device != "cpu" and torch.cuda.is_available()
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+        joined = True
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), joined
+    return 0, 1, joined
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 def schedule_figures(cfg: RunConfig, comps: Components, fig_dir: Path) -> list[FigureSpec]:
@@ -268,7 +334,7 @@ def run_lr_find(cfg: RunConfig, comps: Components) -> tuple[Any, Any]:
 
 
 def _train(
-    cfg: RunConfig, comps: Components, run_dir: Path, resume: bool, echo: Echo
+    cfg: RunConfig, comps: Components, run_dir: Path, resume: bool, echo: Echo, main: bool = True
 ) -> tuple[Any, float]:
     from optiscope.schedules import ScheduleLR
     from optiscope.training import AdvancedTrainer
@@ -281,7 +347,8 @@ def _train(
             comps.model, comps.optimizer, comps.loss_fn, comps.device,
             precision=t.precision, grad_accum_steps=t.grad_accum_steps, nonfinite=t.nonfinite,
             log_interval=t.log_interval, seed=cfg.run.seed, run_dir=run_dir,
-            progress_bar=t.progress, verbose=False, callbacks=[recorder, printer],
+            progress_bar=t.progress, verbose=False,
+            callbacks=[recorder, printer] if main else [],
         )  # fmt: skip
     except (ValueError, TypeError) as e:
         raise ConfigError(f"[train]: {e}") from None
@@ -331,12 +398,32 @@ def _curves_figure(cfg: RunConfig, comps: Components, trainer: Any, fig_dir: Pat
     )
 
 
-def analyse(cfg: RunConfig, comps: Components, run_dir: Path, echo: Echo) -> Analysis:
-    """Landscape and curvature figures around the model's current weights."""
+def analyse(
+    cfg: RunConfig,
+    comps: Components,
+    run_dir: Path,
+    echo: Echo,
+    *,
+    fig_dir: Path | None = None,
+    curvature: bool = True,
+) -> Analysis:
+    """Landscape and curvature figures around the model's current weights.
+
+    Args:
+        cfg: The run config (``[landscape]``, ``[curvature]``).
+        comps: The built run (its model holds the weights to look around).
+        run_dir: The run directory (trajectory snapshots are read from it).
+        echo: Where progress lines go.
+        fig_dir: Where figures go (default ``run_dir/figures``).
+        curvature: Compute curvature (only rank 0 does under torchrun).
+
+    Returns:
+        The figures, numbers and notes.
+    """
     out = Analysis()
     if not (cfg.landscape.enabled or cfg.curvature.enabled):
         return out
-    fig_dir = run_dir / "figures"
+    fig_dir = run_dir / "figures" if fig_dir is None else fig_dir
     loader = comps.train_loader if cfg.landscape.split == "train" else comps.val_loader
     data, targets = evaluation_data(loader, cfg.landscape.max_batches)
     if isinstance(data, torch.Tensor):
@@ -349,7 +436,7 @@ def analyse(cfg: RunConfig, comps: Components, run_dir: Path, echo: Echo) -> Ana
             trajectory=load_trajectory(run_dir / "trajectory"), echo=echo,
         )  # fmt: skip
         _merge(out, part)
-    if cfg.curvature.enabled:
+    if cfg.curvature.enabled and curvature:
         echo("curvature:")
         part = curvature_figures(
             comps.model, comps.loss_fn, data, targets, cfg.curvature, fig_dir,

@@ -151,7 +151,8 @@ def summary_rows(n: dict[str, Any]) -> dict[str, str]:
         "Optimizer": _fmt(n.get("optimizer")),
         "Schedule": f"{_fmt(n.get('schedule'))} (stepped per {n.get('schedule interval')})",
         "Clipping": _fmt(n.get("clipping")),
-        "Precision / device": f"{n.get('precision')} / {n.get('device')}",
+        "Precision / device": f"{n.get('precision')} / {n.get('device')}"
+        + (f" x {n['processes']} processes (DDP)" if n.get("processes", 1) > 1 else ""),
         "Epochs": f"{n.get('epochs')} of {n.get('epochs planned')} "
         f"({_fmt(n.get('optimizer steps'))} optimizer steps, "
         f"{_fmt(n.get('clipped steps'))} clipped, {_fmt(n.get('skipped steps'))} skipped)",
