@@ -20,7 +20,7 @@ import torch
 
 from optiscope import AdvancedTrainer, digits_loaders, digits_mlp
 
-REPEATS = 21
+REPEATS = 41
 BATCH = 32
 
 
