@@ -32,7 +32,7 @@ def digits_mlp(
 
     Example:
         >>> sum(p.numel() for p in digits_mlp().parameters())
-        50890
+        50826
     """
     if any(int(h) < 1 for h in hidden) or in_features < 1 or num_classes < 1:
         raise ValueError(f"layer widths must be >= 1, got hidden={tuple(hidden)!r}")
