@@ -87,8 +87,11 @@ def call_with(where: str, fn: Callable[..., Any], kwargs: dict[str, Any], label:
             )
     try:
         return fn(**kwargs)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"{where} ({label}): {e}") from None
+    except (ValueError, TypeError, RuntimeError) as e:
+        # torch reports bad sizes as RuntimeError; from a config they are bad values too.
+        raise ConfigError(
+            f"{where} ({label}): {str(e).splitlines()[0] if str(e) else e!r}"
+        ) from None
 
 
 def pick_device(name: str) -> torch.device:
