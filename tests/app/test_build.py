@@ -249,6 +249,10 @@ def test_trajectory_recorder_saves_every_k_epochs(tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "epoch_0000.pt", "epoch_0002.pt", "epoch_0004.pt"
     ]  # fmt: skip
+    # Resumed inside the first epoch: the initial snapshot on disk is kept.
+    first = load_trajectory(tmp_path)[0]["weight"].clone()
+    rec.on_train_start(SimpleNamespace(model=torch.nn.Linear(2, 1), epoch=0, global_step=3))
+    assert torch.equal(load_trajectory(tmp_path)[0]["weight"], first)
     with pytest.raises(ValueError, match="every must be an int >= 1"):
         TrajectoryRecorder(tmp_path, every=0)
     assert load_trajectory(tmp_path / "missing") == []

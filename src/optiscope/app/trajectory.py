@@ -42,8 +42,12 @@ class TrajectoryRecorder:
         self.every = every
 
     def on_train_start(self, trainer: Any) -> None:
-        if trainer.epoch == 0:
-            self._save(trainer.model, 0)
+        # Only a fresh start has the initial weights: a run resumed in its first epoch
+        # already took steps, and its epoch-0 snapshot is on disk from before.
+        fresh = trainer.epoch == 0 and getattr(trainer, "global_step", 0) == 0
+        if fresh or not (self.directory / "epoch_0000.pt").exists():
+            if trainer.epoch == 0:
+                self._save(trainer.model, 0)
 
     def on_epoch_end(self, trainer: Any) -> None:
         if trainer.epoch % self.every == 0:

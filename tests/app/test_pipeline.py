@@ -1,0 +1,56 @@
+"""The pipeline's own additions to training cost no host syncs per step."""
+
+from __future__ import annotations
+
+import torch
+
+from optiscope.app.build import build_components
+from optiscope.app.config import parse_config
+from optiscope.app.pipeline import _EpochPrinter, seed_everything
+from optiscope.app.trajectory import TrajectoryRecorder
+
+CONFIG = """
+[data]
+batch_size = 256
+[model]
+hidden = [8]
+[clipping]
+name = "norm"
+max_norm = 1.0
+[train]
+epochs = 2
+nonfinite = "ignore"
+"""
+
+
+def _count(host_syncs, callbacks) -> dict:
+    from optiscope.schedules import ScheduleLR
+    from optiscope.training import AdvancedTrainer
+
+    seed_everything(0)
+    cfg = parse_config(CONFIG)
+    comps = build_components(cfg)
+    trainer = AdvancedTrainer(
+        comps.model, comps.optimizer, comps.loss_fn, verbose=False, progress_bar=False,
+        log_interval=1000, nonfinite="ignore", callbacks=callbacks,
+    )  # fmt: skip
+    scheduler = ScheduleLR(comps.optimizer, comps.schedule)
+    with host_syncs() as counts:
+        trainer.train(
+            comps.train_loader, comps.val_loader, 2, scheduler=scheduler, max_grad_norm=None,
+            clipper=comps.clipper,
+        )  # fmt: skip
+    return dict(counts), [p.detach().clone() for p in comps.model.parameters()]
+
+
+def test_recorder_and_printer_add_no_host_syncs(host_syncs, tmp_path) -> None:
+    lines: list[str] = []
+    base, w_base = _count(host_syncs, [])
+    with_cbs, w_cbs = _count(
+        host_syncs, [TrajectoryRecorder(tmp_path / "traj"), _EpochPrinter(lines.append, 2)]
+    )
+    assert with_cbs == base
+    assert len(lines) == 2 and lines[0].startswith("  epoch   1/2  train loss ")
+    assert len(list((tmp_path / "traj").glob("epoch_*.pt"))) == 3
+    # ... and they do not change the training either.
+    assert all(torch.equal(a, b) for a, b in zip(w_base, w_cbs))
