@@ -55,8 +55,8 @@ num_iter = 100
 
 [landscape]
 num_directions = 3
-line_points = 41
-plane_points = 25
+line_points = 51
+plane_points = 41
 alpha_range = [-1.0, 1.0]
 normalization = "filter"
 
