@@ -16,6 +16,7 @@ figure is an effective rate and may exceed the measured matmul peak.
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -74,12 +75,17 @@ def guide_loop(model, loss_fn, X, y, d1, d2, alphas) -> np.ndarray:
 
 
 def loss_landscapes_plane(model, loss_fn, X, y, steps: int, normalization: str = "filter"):
-    """``loss_landscapes.random_plane`` as its README uses it, or None if not installed."""
+    """``loss_landscapes.random_plane`` as its README uses it, or None if not installed.
+
+    It leaves the model's weights at the last grid point (it does not restore them), so
+    it gets its own copy: otherwise the weights drift further with every repeat.
+    """
     try:
         import loss_landscapes
         import loss_landscapes.metrics
     except Exception:  # noqa: BLE001 - any failure to import means "not available"
         return None
+    model = copy.deepcopy(model)
     metric = loss_landscapes.metrics.Loss(loss_fn, X, y)
     return lambda: loss_landscapes.random_plane(
         model, metric, distance=1, steps=steps, normalization=normalization, deepcopy_model=False

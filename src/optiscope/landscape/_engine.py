@@ -110,7 +110,8 @@ def evaluate_points(
             for d in directions
         ]
         stacked = {
-            n: torch.stack([dirs[i][j] for i in range(len(dirs))]) for j, n in enumerate(names)
+            n: torch.stack([base[j]] + [dirs[i][j] for i in range(len(dirs))])
+            for j, n in enumerate(names)
         }
         s = Setup(model, names, params, base, dirs, stacked, mfns, None, None)
         if split is not None:

@@ -30,7 +30,7 @@ class Setup:
     params: list[torch.Tensor]
     base: list[torch.Tensor]
     dirs: list[list[torch.Tensor]]  # dirs[i][j]: direction i of parameter j
-    stacked: dict[str, torch.Tensor]  # name -> (k, *shape)
+    stacked: dict[str, torch.Tensor]  # name -> (k + 1, *shape): the base, then directions
     metrics: dict[str, Metric]
     first: nn.Module | None  # first affine layer handled algebraically
     rest: nn.Module | None
@@ -57,17 +57,17 @@ def affine(first: nn.Module, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor |
 
 
 def prefix(s: Setup, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(f(X; W0, b0), stack_i f(X; U_i, ub_i))`` for the first affine layer."""
+    """``stack(f(X; W0, b0), f(X; U_1, ub_1), ...)`` for the first affine layer."""
     if s.first is None:
         return None
     w0, b0 = s.first.weight, s.first.bias
     idx = {n: j for j, n in enumerate(s.names)}
-    parts = []
+    parts = [affine(s.first, x, w0, b0)]
     for i in range(len(s.dirs)):
         dw = s.dirs[i][idx["0.weight"]] if "0.weight" in idx else torch.zeros_like(w0)
         db = s.dirs[i][idx["0.bias"]] if "0.bias" in idx and b0 is not None else None
         parts.append(affine(s.first, x, dw, db))
-    return affine(s.first, x, w0, b0), torch.stack(parts)
+    return torch.stack(parts)
 
 
 def _stack_metrics(s: Setup, out: torch.Tensor, y: Any) -> torch.Tensor:
@@ -104,7 +104,7 @@ def walk_chunk(s: Setup, x: Any, y: Any, coefs: np.ndarray, pre) -> torch.Tensor
             h = pre[0].clone()
             for i, ci in enumerate(c):
                 if ci != 0.0:
-                    h.add_(pre[1][i], alpha=float(ci))
+                    h.add_(pre[i + 1], alpha=float(ci))
             out = s.rest(h)
         rows.append(_stack_metrics(s, out, y))
     if params:
@@ -112,11 +112,14 @@ def walk_chunk(s: Setup, x: Any, y: Any, coefs: np.ndarray, pre) -> torch.Tensor
     return torch.stack(rows)
 
 
-def _combine(base: torch.Tensor, stacked: torch.Tensor, coefs: torch.Tensor) -> torch.Tensor:
-    """``base + coefs @ stacked`` for a chunk: ``(C, *base.shape)`` in one addmm."""
-    k = stacked.shape[0]
-    flat = torch.addmm(base.reshape(1, -1), coefs, stacked.reshape(k, -1))
-    return flat.view(coefs.shape[0], *base.shape)
+def _combine(stacked: torch.Tensor, coefs1: torch.Tensor) -> torch.Tensor:
+    """``[1, c] @ [base; directions]`` for a chunk: ``(C, *shape)`` written once.
+
+    Folding the base into the matmul (a column of ones) saves the broadcast copy and the
+    extra pass an ``addmm`` with a broadcast bias makes; the chunk is memory-bound.
+    """
+    flat = torch.mm(coefs1, stacked.reshape(stacked.shape[0], -1))
+    return flat.view(coefs1.shape[0], *stacked.shape[1:])
 
 
 def vmap_chunk(s: Setup, x: Any, y: Any, coefs: torch.Tensor, pre) -> torch.Tensor:
@@ -125,10 +128,9 @@ def vmap_chunk(s: Setup, x: Any, y: Any, coefs: torch.Tensor, pre) -> torch.Tens
     # tensordot, or a linear with shared input and batched weights, becomes one tiny
     # matmul per point, several times slower on the CPU.
     module = s.model if pre is None else s.rest
+    coefs1 = torch.cat([torch.ones_like(coefs[:, :1]), coefs], dim=1)
     params = {
-        n: _combine(b, s.stacked[n], coefs)
-        for n, b in zip(s.names, s.base)
-        if pre is None or not n.startswith("0.")
+        n: _combine(s.stacked[n], coefs1) for n in s.names if pre is None or not n.startswith("0.")
     }
 
     def point(p: dict[str, torch.Tensor], inp: Any) -> torch.Tensor:
@@ -137,4 +139,4 @@ def vmap_chunk(s: Setup, x: Any, y: Any, coefs: torch.Tensor, pre) -> torch.Tens
 
     if pre is None:
         return torch.func.vmap(point, in_dims=(0, None))(params, x)
-    return torch.func.vmap(point, in_dims=(0, 0))(params, _combine(pre[0], pre[1], coefs))
+    return torch.func.vmap(point, in_dims=(0, 0))(params, _combine(pre, coefs1))
