@@ -98,6 +98,14 @@ class LoopMixin:
             self._bar.start_epoch(epoch, run.cfg.epochs, total, initial=start)
         self.optimizer.zero_grad(set_to_none=True)
         accum, group_start, group_size = self.config.grad_accum_steps, start, 0
+        if accum == 1:
+            # Every micro-batch is an optimizer step: the common case, kept lean.
+            for inputs, targets in batches:
+                self.training_step(inputs, targets)
+                self.batch_in_epoch += 1
+                self._finish_step(epoch, 1)
+            self._bar.close()
+            return
         for inputs, targets in batches:
             if self.batch_in_epoch == group_start:
                 left = accum if total is None else total - group_start
@@ -257,12 +265,13 @@ class LoopMixin:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def _batches(self, loader: Iterable):
+        on_cpu = self.device.type == "cpu"
         for item in loader:
             if not isinstance(item, (list, tuple)) or len(item) != 2:
                 raise TypeError(
                     f"each batch must be an (inputs, targets) pair, got {type(item).__name__}"
                 )
-            if self.device.type == "cpu":
+            if on_cpu:
                 yield item[0], item[1]  # the model is on the CPU; so is what a loader yields
             else:
                 yield _to(item[0], self.device), _to(item[1], self.device)

@@ -312,7 +312,8 @@ class AdvancedTrainer(LoopMixin, ValidateMixin, NonFiniteMixin, CheckpointMixin)
             output = self._net(inputs)
             loss = self.loss_fn(output, targets)
         detached = loss.detach()
-        self._buffer.add_micro_batch(detached, batch_size(inputs))
+        n = inputs.shape[0] if type(inputs) is torch.Tensor else batch_size(inputs)
+        self._buffer.add_micro_batch(detached, n)
         scaled = loss * loss_scale if loss_scale != 1.0 else loss
         if self.scaler is not None:
             scaled = self.scaler.scale(scaled)
