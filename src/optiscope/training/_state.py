@@ -53,6 +53,7 @@ class CheckpointMixin:
         """Write the complete training state to ``path`` atomically (rank 0 only).
 
         Pending step values are copied to the host first, so the history is complete.
+        Under DDP call it on every rank (that copy is a collective); only rank 0 writes.
 
         Args:
             path: The checkpoint file (its directory is created).
