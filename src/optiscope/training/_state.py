@@ -13,6 +13,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from optiscope.training import _distributed as ddp
 from optiscope.training._checkpoint import (
     FORMAT_VERSION,
@@ -106,8 +108,8 @@ class CheckpointMixin:
         for name in _COUNTERS:
             setattr(self, name, state["counters"][name])
         for name in _LISTS:
-            setattr(self, name, list(state["history"][name]))
-        self.history = [StepRecord(**r) for r in state["history"]["steps"]]
+            setattr(self, name, _from_column(state["history"][name]))
+        self.history = _records_from_columns(state["history"]["steps"])
         self._buffer.load_state_dict(state["metrics"])
         self._adopt_config(state["config"]["trainer"], path)
         self._resume = {
@@ -138,8 +140,8 @@ class CheckpointMixin:
             "counters": {name: getattr(self, name) for name in _COUNTERS},
             "metrics": self._buffer.state_dict(),
             "history": {
-                **{name: list(getattr(self, name)) for name in _LISTS},
-                "steps": [r.as_dict() for r in self.history],
+                **{name: _to_column(getattr(self, name)) for name in _LISTS},
+                "steps": _records_to_columns(self.history),
             },
             "config": {
                 "trainer": self.config.as_dict(),
@@ -217,3 +219,49 @@ def _state_of(obj: Any) -> dict[str, Any] | None:
         return None
     state = obj.state_dict()
     return state or None
+
+
+# Per-step history is stored as tensor columns: saving a long run's checkpoint every few
+# steps stays cheap (no per-step dicts to pickle), and float64 round-trips exactly.
+def _to_column(values: list[Any]) -> Any:
+    if values and all(isinstance(v, float) for v in values):
+        return torch.tensor(values, dtype=torch.float64)
+    return list(values)  # short per-epoch lists, possibly holding None
+
+
+def _from_column(column: Any) -> list[Any]:
+    return column.tolist() if isinstance(column, torch.Tensor) else list(column)
+
+
+def _records_to_columns(records: list[StepRecord]) -> dict[str, torch.Tensor]:
+    def col(name: str, dtype: torch.dtype) -> torch.Tensor:
+        return torch.tensor([getattr(r, name) for r in records], dtype=dtype)
+
+    return {
+        "step": col("step", torch.int64),
+        "epoch": col("epoch", torch.int64),
+        "loss": col("loss", torch.float64),
+        "grad_norm": col("grad_norm", torch.float64),
+        "lr": col("lr", torch.float64),
+        # -1: the clipper did not say.
+        "clipped": torch.tensor(
+            [-1 if r.clipped is None else int(r.clipped) for r in records], dtype=torch.int8
+        ),
+        "skipped": col("skipped", torch.bool),
+    }
+
+
+def _records_from_columns(columns: dict[str, torch.Tensor]) -> list[StepRecord]:
+    lists = {k: v.tolist() for k, v in columns.items()}
+    return [
+        StepRecord(step, epoch, loss, norm, lr, None if clip < 0 else bool(clip), skipped)
+        for step, epoch, loss, norm, lr, clip, skipped in zip(
+            lists["step"],
+            lists["epoch"],
+            lists["loss"],
+            lists["grad_norm"],
+            lists["lr"],
+            lists["clipped"],
+            lists["skipped"],
+        )
+    ]
