@@ -191,7 +191,8 @@ class AdvancedTrainer(LoopMixin, ValidateMixin, NonFiniteMixin, CheckpointMixin)
             clipper: Any optiscope clipper (overrides ``max_grad_norm``, which must then
                 be left at 1.0 or None).
             scheduler_interval: ``"step"`` (once per applied optimizer step) or
-                ``"epoch"`` (after validation; ReduceLROnPlateau gets the monitored value).
+                ``"epoch"`` (after validation; ReduceLROnPlateau gets the validation loss,
+                or the training loss when there is no validation).
             checkpoint_dir: Where ``last.pt`` (every epoch) and ``best.pt`` go; defaults to
                 ``run_dir``; False writes no checkpoints.
             checkpoint_every_steps: Also write ``last.pt`` every this many optimizer steps.
@@ -236,7 +237,8 @@ class AdvancedTrainer(LoopMixin, ValidateMixin, NonFiniteMixin, CheckpointMixin)
             )
         if resume:
             self._load_for_resume(resume, run_cfg.checkpoint_path)
-        self._start_run(run_cfg, scheduler, clipper or NormMeter(run_cfg.max_grad_norm))
+        clip = clipper if clipper is not None else NormMeter(run_cfg.max_grad_norm)
+        self._start_run(run_cfg, scheduler, clip)
         try:
             self.fit(train_loader, val_loader)
         finally:
