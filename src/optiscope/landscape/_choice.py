@@ -10,12 +10,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from optiscope.landscape._kernels import Setup, affine, prefix, vmap_chunk, walk_chunk
+from optiscope.landscape._kernels import Setup, vmap_chunk, walk_chunk
 
-__all__ = ["chunk_size_for", "first_layer_pays", "choose_method"]
+__all__ = ["chunk_size_for", "choose_method", "CANDIDATES"]
 
 # Memory a chunk may use on the CPU: the vmap path is memory-bound, and chunks that spill
 # out of the caches run slower (measured on the guide's 2-10-1 network: 512 points per
@@ -71,61 +72,64 @@ def _agree(times: list[float], device: torch.device, group: Any) -> list[float]:
     return [float(v) for v in t.cpu()]
 
 
-def first_layer_pays(s: Setup, x: torch.Tensor, device: torch.device, group: Any) -> bool:
-    """Whether combining precomputed outputs beats recomputing the first layer.
-
-    The combination is memory-bound ((k + 2) passes over the layer output) and the layer a
-    matmul, so it pays for wide inputs (big in_features or conv kernels) and not for
-    narrow ones; which side of the line a model is on depends on the machine, so measure.
-    """
-    pre = prefix(s, x)
-    h0, hd = pre[0], pre[1:]
-    w, b = s.first.weight, s.first.bias
-
-    def direct() -> None:
-        affine(s.first, x, w, b)
-
-    def combine() -> None:
-        h = h0.clone()
-        for i in range(hd.shape[0]):
-            h.add_(hd[i], alpha=0.5)
-
-    t_direct = min(_timed(direct, device) for _ in range(5))
-    t_combine = min(_timed(combine, device) for _ in range(5))
-    t_direct, t_combine = _agree([t_direct, t_combine], device, group)
-    return t_combine < 0.8 * t_direct
+# Candidate ways to evaluate a chunk, in order of preference when there is nothing to
+# measure: the plain walk is the simplest and never fails.
+CANDIDATES = ("walk", "walk_fl", "vmap")
 
 
 def choose_method(
-    s, x, y, coefs, pre, pre_walk, chunk, device, group
+    s: Setup,
+    x: Any,
+    y: Any,
+    coefs: np.ndarray,
+    pre: torch.Tensor | None,
+    chunk: int,
+    device: torch.device,
+    group: Any,
+    allowed: tuple[str, ...],
 ) -> tuple[str, torch.Tensor | None]:
-    """Time both paths on a few points of the first batch; all ranks agree on the pick.
+    """Time the allowed ways on a few points of the first batch and keep the fastest.
 
-    Returns the method and the winner's values for the first points it already computed
-    (the probe is real work, not thrown away).
+    ``"walk_fl"`` is the walk with first-layer algebra: it skips a matmul per point but
+    adds ``k + 2`` memory passes over the first layer's output, so whether it pays
+    depends on the layer's width and the machine. Each way is timed twice, interleaved,
+    and its best time kept (robust to a busy machine); all ranks agree on the pick.
+
+    Returns:
+        The choice and the winner's values for the first points it already computed
+        (the probe is real work, not thrown away), or None.
     """
-    if len(coefs) < 8 and group is None:
-        # Too few points to amortise a measurement (or vmap's set-up): the plain walk.
-        # (Under torch.distributed every rank measures, or the all_reduce would hang.)
-        return "walk", None
+    allowed = tuple(c for c in CANDIDATES if c in allowed)
+    if len(allowed) == 1 or (len(coefs) < 8 and group is None):
+        # Nothing to choose, or too few points to amortise a measurement. (Under
+        # torch.distributed every rank measures, or the all_reduce would hang.)
+        return allowed[0], None
     k = min(len(coefs), max(4, min(chunk, 16)))
-    probe = coefs[:k]
-    probe_t = torch.as_tensor(probe, dtype=s.base[0].dtype, device=device)
-    vals_vmap = None
-    try:
-        vmap_chunk(s, x, y, probe_t[:1], pre)  # first call pays for tracing set-up
-        t0 = time.perf_counter()
-        vals_vmap = vmap_chunk(s, x, y, probe_t, pre)
-        t_vmap = _since(t0, device) / k
-    except (RuntimeError, NotImplementedError, TypeError):
-        # Some ops (data-dependent control flow, .item() in a loss) cannot be vmapped.
-        t_vmap = float("inf")
-    kw = max(1, k // 4)
-    t0 = time.perf_counter()
-    vals_walk = walk_chunk(s, x, y, probe[:kw], pre_walk)
-    t_walk = _since(t0, device) / kw
-    t_vmap, t_walk = _agree([t_vmap, t_walk], device, group)
-    return ("vmap", vals_vmap) if t_vmap < t_walk else ("walk", vals_walk)
+    kw = max(1, min(k // 4, 2))
+    probe_t = torch.as_tensor(coefs[:k], dtype=s.base[0].dtype, device=device)
+    best = dict.fromkeys(allowed, float("inf"))
+    vals: dict[str, torch.Tensor] = {}
+    runs = {
+        "vmap": lambda: vmap_chunk(s, x, y, probe_t, pre),
+        "walk": lambda: walk_chunk(s, x, y, coefs[:kw], None),
+        "walk_fl": lambda: walk_chunk(s, x, y, coefs[:kw], pre),
+    }
+    if "vmap" in allowed:
+        try:
+            vmap_chunk(s, x, y, probe_t[:1], pre)  # the first call pays for set-up
+        except (RuntimeError, NotImplementedError, TypeError):
+            # Some ops (data-dependent control flow, .item() in a loss) cannot be vmapped.
+            allowed = tuple(c for c in allowed if c != "vmap")
+            best.pop("vmap")
+    for _ in range(2):
+        for name in allowed:
+            t0 = time.perf_counter()
+            vals[name] = runs[name]()
+            per_point = _since(t0, device) / (k if name == "vmap" else kw)
+            best[name] = min(best[name], per_point)
+    times = _agree([best.get(c, float("inf")) for c in CANDIDATES], device, group)
+    pick = CANDIDATES[int(np.argmin(times))]
+    return pick, vals.get(pick)
 
 
 def _since(t0: float, device: torch.device) -> float:

@@ -26,7 +26,7 @@ from torch import nn
 
 from optiscope._internal.batches import batch_size, iter_batches
 from optiscope._internal.restore import preserved
-from optiscope.landscape._choice import choose_method, chunk_size_for, first_layer_pays
+from optiscope.landscape._choice import choose_method, chunk_size_for
 from optiscope.landscape._kernels import Setup, first_layer_split, prefix, vmap_chunk, walk_chunk
 from optiscope.landscape._metrics import Metric, check_directions, resolve_metrics
 
@@ -116,50 +116,47 @@ def evaluate_points(
         s = Setup(model, names, params, base, dirs, stacked, mfns, None, None)
         if split is not None:
             s.first, s.rest = split
-        total, walk_fl = 0, None
+        if method == "vmap":
+            allowed: tuple[str, ...] = ("vmap",)
+        else:
+            walks = {None: ("walk", "walk_fl"), True: ("walk_fl",), False: ("walk",)}
+            allowed = walks[first_layer] if s.first is not None else ("walk",)
+            if method == "auto" and not train:
+                allowed += ("vmap",)
+        choice, total = None, 0
         for x, y in iter_batches(data, targets, max_batches=max_batches, device=device):
             n = batch_size(x)
             pre = prefix(s, x) if s.first is not None else None
-            if walk_fl is None:
-                # vmap always takes the algebra when the model allows it (it replaces vmap's
-                # slowest case, shared inputs with batched weights); the walk only where
-                # it measures faster than recomputing the layer.
-                walk_fl = s.first is not None and (
-                    first_layer is True
-                    or (method != "vmap" and first_layer_pays(s, x, device, group))
-                )
             if info["chunk_size"] is None:
                 info["chunk_size"] = chunk_size_for(s, x, device)
             chunk = info["chunk_size"]
             done = 0
-            if info["method"] is None:
-                if train or method != "auto":
-                    info["method"] = "walk" if train else method
-                else:
-                    info["method"], first_vals = choose_method(
-                        s, x, y, coefs, pre, pre if walk_fl else None, chunk, device, group
-                    )
-                    if first_vals is not None:
-                        done = len(first_vals)
-                        values[:done] += first_vals.to(torch.float64) * n
+            if choice is None:
+                choice, first_vals = choose_method(
+                    s, x, y, coefs, pre, chunk, device, group, allowed
+                )
+                if first_vals is not None:
+                    done = len(first_vals)
+                    values[:done] += first_vals.to(torch.float64) * n
+                info["method"] = "vmap" if choice == "vmap" else "walk"
+                # vmap always takes the algebra when the model allows it: it replaces
+                # vmap's slowest case, a shared input with batched weights.
+                info["first_layer"] = s.first is not None and choice != "walk"
             if bar is None and progress is not False:
                 bar = _progress(data, max_batches, len(coefs), progress)
                 bar.update(done)
             for start in range(done, len(coefs), chunk):
                 block = coefs[start : start + chunk]
-                if info["method"] == "vmap":
+                if choice == "vmap":
                     ct = torch.as_tensor(block, dtype=base[0].dtype, device=device)
                     vals = vmap_chunk(s, x, y, ct, pre)
                 else:
-                    vals = walk_chunk(s, x, y, block, pre if walk_fl else None)
+                    vals = walk_chunk(s, x, y, block, pre if choice == "walk_fl" else None)
                 values[start : start + len(block)] += vals.to(torch.float64) * n
                 if bar is not None:
                     bar.update(len(block))
             total += n
             info["batches"] += 1
-            info["first_layer"] = s.first is not None and (
-                info["method"] == "vmap" or bool(walk_fl)
-            )
         if bar is not None:
             bar.close()
     info["samples"] = total

@@ -57,8 +57,15 @@ def _run(
     t0 = time.perf_counter()
     g = active_group(distributed, group)
     start, stop = shard_bounds(len(coefs), g)
-    if g is not None and stop <= start:
-        raise ValueError("the grid has fewer points than there are ranks")
+    if g is not None:
+        import torch.distributed as dist
+
+        # Decided from the grid size alone, so every rank raises (none waits in a collective).
+        if len(coefs) < dist.get_world_size(g):
+            raise ValueError(
+                f"the grid has {len(coefs)} points, fewer than the "
+                f"{dist.get_world_size(g)} ranks to share it"
+            )
     local, info = evaluate_points(
         model, loss_fn, data, targets, directions, coefs[start:stop], metrics=metrics, group=g, **kw
     )
