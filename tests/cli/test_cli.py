@@ -42,6 +42,14 @@ class _Tags(HTMLParser):
         self.tags.append((tag, dict(attrs)))
 
 
+def _steps(checkpoint: dict) -> dict[str, list]:
+    """The per-step history of a trainer checkpoint as columns of Python values."""
+    steps = checkpoint["history"]["steps"]
+    if isinstance(steps, dict):  # stored as tensor columns
+        return {k: v.tolist() if isinstance(v, torch.Tensor) else list(v) for k, v in steps.items()}
+    return {k: [r[k] for r in steps] for k in steps[0]}
+
+
 def _tags(page: str) -> list[tuple[str, dict]]:
     p = _Tags()
     p.feed(page)
@@ -91,14 +99,14 @@ def test_applied_learning_rates_and_clip_flags_follow_the_config(trained) -> Non
 
     assert trained.proc.returncode == 0
     ckpt = torch.load(trained.run_dir / "checkpoints" / "last.pt", weights_only=True)
-    steps = ckpt["history"]["steps"]
+    steps = _steps(ckpt)
     n = STEPS_PER_EPOCH
     schedule = build_schedule(load_config(trained.run_dir / "config.toml"), n)
     # warmup_epochs = 1 became n warmup steps in front of a cosine over the other 2n.
     assert schedule.warmup_steps == n and schedule.after.T_max == 2 * n
-    assert len(steps) == 3 * n
-    assert [s["lr"] for s in steps] == pytest.approx([schedule(k) for k in range(3 * n)], rel=1e-12)
-    assert [s["clipped"] for s in steps] == [s["grad_norm"] > 1.0 for s in steps]
+    assert steps["step"] == list(range(3 * n))
+    assert steps["lr"] == pytest.approx([schedule(k) for k in range(3 * n)], rel=1e-12)
+    assert [bool(c) for c in steps["clipped"]] == [g > 1.0 for g in steps["grad_norm"]]
 
 
 def test_report_has_every_figure_inline_and_escapes_the_name(trained, cli) -> None:
@@ -229,7 +237,9 @@ enabled = false
 """
 
 
-def test_resume_after_an_interruption_reproduces_the_run(cli, tmp_path, monkeypatch) -> None:
+def test_resume_after_an_interruption_reproduces_the_run(
+    cli, tmp_path, monkeypatch, capsys
+) -> None:
     # In this process through the same entry point as the command (three runs in
     # subprocesses would spend most of their time importing torch and scikit-learn).
     import importlib
@@ -256,6 +266,8 @@ def test_resume_after_an_interruption_reproduces_the_run(cli, tmp_path, monkeypa
     crashy.Counting.calls = 0
     monkeypatch.setenv("CRASH_AT_BATCH", "20")
     assert main(["train", "--config", str(cut), *runs]) == 130
+    err = capsys.readouterr().err
+    assert f"continue the run with: optiscope train --config {cut} --resume" in err
     monkeypatch.delenv("CRASH_AT_BATCH")
     assert main(["train", "--config", str(cut), *runs, "--resume"]) == 0
     a = torch.load(tmp_path / "runs" / "full" / "checkpoints" / "last.pt", weights_only=True)
@@ -263,9 +275,22 @@ def test_resume_after_an_interruption_reproduces_the_run(cli, tmp_path, monkeypa
     assert a["model"].keys() == b["model"].keys()
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    assert a["history"]["steps"] == b["history"]["steps"]
+    assert _steps(a) == _steps(b)
     summary = json.loads((tmp_path / "runs" / "cut" / "summary.json").read_text())
     assert summary["epochs"] == 3 and summary["optimizer steps"] == 36
+
+
+def test_diverging_training_stops_with_one_line(cli, tmp_path, capsys) -> None:
+    from optiscope.cli import main
+
+    text = cli.tiny.split("[lr_find]")[0] + LEAN
+    text = cli.replace_in(text, "lr = 0.01", "lr = 1e30")
+    text = cli.replace_in(text, 'name = "norm"\nmax_norm = 1.0', 'name = "none"')
+    text = cli.replace_in(text, "[train]\n", '[train]\nnonfinite = "raise"\n')
+    config = cli.write_config(tmp_path, text)
+    assert main(["train", "--config", str(config), "--out-dir", str(tmp_path / "runs")]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("optiscope: training stopped: non-finite")
 
 
 def test_lr_find_command_with_an_import_path_model(cli, tmp_path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from optiscope.cli import command
 
@@ -30,7 +31,18 @@ def _run(args: argparse.Namespace) -> int:
     from optiscope.app.pipeline import train_run, with_out_dir
 
     cfg = with_out_dir(load_config(args.config), args.out_dir)
-    result = train_run(cfg, resume=args.resume, overwrite=args.overwrite)
+    try:
+        result = train_run(cfg, resume=args.resume, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        print(
+            f"optiscope: continue the run with: optiscope train --config {args.config} --resume",
+            file=sys.stderr,
+        )
+        raise
+    except FloatingPointError as e:
+        # Training diverged (non-finite losses): not bad input, but one line all the same.
+        print(f"optiscope: training stopped: {e}", file=sys.stderr)
+        return 1
     if result.report_path is not None:
         print(f"report: {result.report_path}")
     return 0

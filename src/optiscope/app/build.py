@@ -144,6 +144,13 @@ def build_data(cfg: RunConfig) -> tuple[Any, Any]:
     if d.name == "digits":
         from optiscope.data import digits_loaders
 
+        try:
+            import sklearn  # noqa: F401 - the digits ship with scikit-learn
+        except ImportError:
+            raise ConfigError(
+                "[data] name: the digits data set needs scikit-learn: pip install 'optiscope[data]'"
+            ) from None
+
         params = {"image": cfg.model.name == "cnn", **d.params}
         kwargs = {"batch_size": d.batch_size, "val_fraction": d.val_fraction, "seed": cfg.run.seed}
         fn = digits_loaders
