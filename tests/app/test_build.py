@@ -84,6 +84,16 @@ class TestSchedule:
             build_schedule(cfg, steps_per_epoch=3)
 
 
+@pytest.mark.parametrize(("accum", "steps"), [(1, 12), (2, 6), (5, 3), (12, 1), (50, 1)])
+def test_steps_per_epoch_counts_the_partial_last_group(accum: int, steps: int) -> None:
+    from optiscope.app.build import build_components
+
+    cfg = _cfg(
+        f"[data]\nbatch_size = 128\n[model]\nhidden = [4]\n[train]\ngrad_accum_steps = {accum}"
+    )
+    assert build_components(cfg).steps_per_epoch == steps
+
+
 def test_optimizer_matches_the_config_and_spares_biases_from_decay() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
     cfg = _cfg("[optimizer]\nname = 'adamw'\nlr = 0.02\nweight_decay = 0.1\nbetas = [0.8, 0.95]")
@@ -278,3 +288,17 @@ def test_training_curves_mark_exactly_the_clipped_steps() -> None:
     assert list(fig.axes[0].get_lines()[1].get_xdata()) == [10, 20, 30]
     with pytest.raises(ValueError, match="history is empty"):
         training_curves_figure([], [], [], [])
+
+
+def test_steps_per_epoch_is_what_the_trainer_takes() -> None:
+    from optiscope.app.build import build_components
+    from optiscope.training import AdvancedTrainer
+
+    cfg = _cfg("[data]\nbatch_size = 128\n[model]\nhidden = [4]\n[train]\ngrad_accum_steps = 5")
+    comps = build_components(cfg)
+    trainer = AdvancedTrainer(
+        comps.model, comps.optimizer, comps.loss_fn, grad_accum_steps=5, verbose=False,
+        progress_bar=False,
+    )  # fmt: skip
+    trainer.train(comps.train_loader, None, 1, max_grad_norm=None)
+    assert trainer.global_step == comps.steps_per_epoch == 3

@@ -505,7 +505,8 @@ def build_components(cfg: RunConfig) -> Components:
     n_batches = batches_per_epoch(train_loader)
     if n_batches == 0:
         raise ConfigError("[data]: the train loader yields no batches")
-    steps_per_epoch = max(1, n_batches // cfg.train.grad_accum_steps)
+    # The trainer steps once per full group of micro-batches and once for a partial last one.
+    steps_per_epoch = math.ceil(n_batches / cfg.train.grad_accum_steps)
     model = build_model(cfg).to(device)
     optimizer = build_optimizer(cfg, model)
     schedule = build_schedule(cfg, steps_per_epoch)
