@@ -62,6 +62,10 @@ def plot_training_curves(
     ax.set(xlabel="Epoch", ylabel="Loss (log scale)", title="Loss (Log Scale)")
     ax.legend()
     ax.grid(True, alpha=0.3)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (axes[0, 0], axes[1, 1]):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=150, bbox_inches="tight")
