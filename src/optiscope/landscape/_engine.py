@@ -9,10 +9,12 @@ point (in chunks). Two ways to evaluate a chunk:
   point after point. Wins for large models, where the FLOPs dominate, and is the only
   way for train-mode evaluation (BatchNorm statistics updates, dropout draws).
 
-``"auto"`` measures both on the first batch and keeps the faster. When the model is an
-``nn.Sequential`` starting with a ``Linear`` or ``Conv2d``, the first layer is linear in
-its weights, so ``f(X; W0 + sum c_i U_i) = f(X; W0) + sum c_i f(X; U_i)`` (bias included)
-is computed once per batch, and only the rest of the network is run per point.
+When the model is an ``nn.Sequential`` starting with a ``Linear`` or ``Conv2d``, the
+first layer is linear in its weights, so ``f(X; W0 + sum c_i U_i) = f(X; W0) +
+sum c_i f(X; U_i)`` (bias included) is computed once per batch and only the rest of the
+network runs per point. ``"auto"`` times vmap, the walk and the walk with this algebra
+end to end on a few points of the first batch and keeps the fastest (the measured
+points are kept, not recomputed).
 """
 
 from __future__ import annotations

@@ -135,7 +135,8 @@ def line(
         max_batches: Use only the first batches of a DataLoader.
         train: Evaluate in train mode instead (statistics restored afterwards).
         method: ``"auto"`` (measure), ``"vmap"`` or ``"walk"``; see the engine notes.
-        first_layer: Use first-layer algebra (None: when the model allows it).
+        first_layer: First-layer algebra: None lets vmap use it when the model allows and
+            the walk where it measures faster; True forces it; False never.
         chunk_size: Grid points per batched call (None: sized to memory).
         device: Move batches here (default: the parameters' device).
         progress: tqdm bar: None shows it after one second, True always, False never.
