@@ -7,7 +7,6 @@ all ranks make the same choice (a split decision would deadlock the collectives)
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -43,20 +42,13 @@ def _activation_elems(model: nn.Module, x: Any) -> int:
 
 
 def chunk_size_for(s: Setup, x: Any, device: torch.device) -> int:
+    """Grid points per vmap call: the memory budget over an estimate of one point's."""
     per_point = 4 * (2 * _activation_elems(s.model, x) + sum(p.numel() for p in s.params) * 2)
     if device.type == "cuda":
         budget = torch.cuda.mem_get_info(device)[0] // 4
     else:
         budget = _CPU_BUDGET
     return int(max(1, min(4096, budget // max(per_point, 1))))
-
-
-def _timed(fn: Callable[[], torch.Tensor], device: torch.device) -> float:
-    t0 = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t0
 
 
 def _agree(times: list[float], device: torch.device, group: Any) -> list[float]:

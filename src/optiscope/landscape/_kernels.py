@@ -91,7 +91,13 @@ def walk_chunk(s: Setup, x: Any, y: Any, coefs: np.ndarray, pre) -> torch.Tensor
     params, base = [s.params[j] for j in keep], [s.base[j] for j in keep]
     dirs = [[d[j] for j in keep] for d in s.dirs]
     rows = []
-    for c in coefs:
+    if pre is not None:
+        # One (1, k+1) @ (k+1, N*H) matmul per point: reads each precomputed output once
+        # and writes h once (a clone plus k in-place adds would make 2k + 2 passes).
+        flat = pre.reshape(pre.shape[0], -1)
+        c1 = torch.as_tensor(coefs, dtype=pre.dtype).to(pre.device, non_blocking=True)
+        c1 = torch.cat([torch.ones_like(c1[:, :1]), c1], dim=1)
+    for row, c in enumerate(coefs):
         if params:
             # From the base each time (not cumulative steps), so no rounding drift.
             torch._foreach_copy_(params, base)
@@ -101,11 +107,7 @@ def walk_chunk(s: Setup, x: Any, y: Any, coefs: np.ndarray, pre) -> torch.Tensor
         if pre is None:
             out = s.model(x)
         else:
-            h = pre[0].clone()
-            for i, ci in enumerate(c):
-                if ci != 0.0:
-                    h.add_(pre[i + 1], alpha=float(ci))
-            out = s.rest(h)
+            out = s.rest(torch.mm(c1[row : row + 1], flat).view(pre.shape[1:]))
         rows.append(_stack_metrics(s, out, y))
     if params:
         torch._foreach_copy_(params, base)
