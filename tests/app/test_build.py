@@ -216,7 +216,7 @@ def test_batches_per_epoch_matches_a_distributed_sampler(monkeypatch) -> None:
 
 
 def test_load_weights_accepts_checkpoints_and_state_dicts(tmp_path) -> None:
-    from optiscope.app.pipeline import load_weights
+    from optiscope.app.tools import load_weights
 
     src, dst = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
     torch.save({"kind": "x", "model": src.state_dict()}, tmp_path / "ckpt.pt")

@@ -6,7 +6,8 @@ import torch
 
 from optiscope.app.build import build_components
 from optiscope.app.config import parse_config
-from optiscope.app.pipeline import _EpochPrinter, seed_everything
+from optiscope.app.pipeline import seed_everything
+from optiscope.app.stages import EpochPrinter
 from optiscope.app.trajectory import TrajectoryRecorder
 
 CONFIG = """
@@ -47,7 +48,7 @@ def test_recorder_and_printer_add_no_host_syncs(host_syncs, tmp_path) -> None:
     lines: list[str] = []
     base, w_base = _count(host_syncs, [])
     with_cbs, w_cbs = _count(
-        host_syncs, [TrajectoryRecorder(tmp_path / "traj"), _EpochPrinter(lines.append, 2)]
+        host_syncs, [TrajectoryRecorder(tmp_path / "traj"), EpochPrinter(lines.append, 2)]
     )
     assert with_cbs == base
     assert len(lines) == 2 and lines[0].startswith("  epoch   1/2  train loss ")

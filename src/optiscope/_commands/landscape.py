@@ -26,7 +26,8 @@ def add_landscape_parser(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from optiscope.app.config import load_config
-    from optiscope.app.pipeline import landscape_run, with_out_dir
+    from optiscope.app.pipeline import with_out_dir
+    from optiscope.app.tools import landscape_run
 
     cfg = with_out_dir(load_config(args.config), args.out_dir)
     result = landscape_run(cfg, args.checkpoint, out=args.out)

@@ -22,7 +22,8 @@ def add_lr_find_parser(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from optiscope.app.config import load_config
-    from optiscope.app.pipeline import lr_find_run, with_out_dir
+    from optiscope.app.pipeline import with_out_dir
+    from optiscope.app.tools import lr_find_run
 
     cfg = with_out_dir(load_config(args.config), args.out_dir)
     result = lr_find_run(cfg, out=args.out)

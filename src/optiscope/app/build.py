@@ -8,8 +8,6 @@ factory's signature first so a typo is reported with the allowed names.
 
 from __future__ import annotations
 
-import difflib
-import importlib
 import inspect
 import math
 from collections.abc import Callable
@@ -19,7 +17,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from optiscope.app._factories import (
+    call_with,
+    keyword_names,
+    resolve_import,
+)
 from optiscope.app.config import ConfigError, RunConfig
+from optiscope.app.scheduling import build_clipper, build_schedule, schedule_lengths
 
 __all__ = [
     "Components",
@@ -32,66 +36,9 @@ __all__ = [
     "build_loss",
     "resolve_import",
     "pick_device",
+    "schedule_lengths",
+    "batches_per_epoch",
 ]
-
-
-def resolve_import(path: str, where: str) -> Callable[..., Any]:
-    """The callable that ``package.module:attr`` names.
-
-    Raises:
-        ConfigError: The module cannot be imported, has no such attribute, or it is not
-            callable; the message names ``where`` (the config key).
-    """
-    module_name, _, attr = path.partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as e:  # noqa: BLE001 - any import-time failure is the user's module
-        raise ConfigError(f"{where}: cannot import module {module_name!r}: {e}") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ConfigError(f"{where}: module {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ConfigError(f"{where}: {path!r} is not callable")
-    return obj
-
-
-def _keyword_names(fn: Callable[..., Any]) -> tuple[list[str], bool]:
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return [], True
-    names = [
-        p.name
-        for p in sig.parameters.values()
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"
-    ]
-    var_kw = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
-    return names, var_kw
-
-
-def call_with(where: str, fn: Callable[..., Any], kwargs: dict[str, Any], label: str) -> Any:
-    """Call ``fn(**kwargs)`` after checking the keys against its signature.
-
-    Raises:
-        ConfigError: An unknown key (listing the allowed ones), or the factory rejected a
-            value with ValueError/TypeError (its message is kept).
-    """
-    names, var_kw = _keyword_names(fn)
-    if not var_kw:
-        unknown = [k for k in kwargs if k not in names]
-        if unknown:
-            allowed = ", ".join(n for n in names) or "(none)"
-            raise ConfigError(
-                f"unknown key {unknown[0]!r} in {where} for {label}; allowed: {allowed}"
-            )
-    try:
-        return fn(**kwargs)
-    except (ValueError, TypeError, RuntimeError) as e:
-        # torch reports bad sizes as RuntimeError; from a config they are bad values too.
-        raise ConfigError(
-            f"{where} ({label}): {str(e).splitlines()[0] if str(e) else e!r}"
-        ) from None
 
 
 def pick_device(name: str) -> torch.device:
@@ -164,7 +111,7 @@ def build_data(cfg: RunConfig) -> tuple[Any, Any]:
         out = call_with("[data]", fn, {**kwargs, **params}, "digits")
     else:
         fn = resolve_import(d.name, "[data] name")
-        names, var_kw = _keyword_names(fn)
+        names, var_kw = keyword_names(fn)
         extra = {
             k: v
             for k, v in (
@@ -273,144 +220,6 @@ def build_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
         return cls(groups, **kwargs)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"[optimizer] ({o.name}): {e}") from None
-
-
-# Parameter names a schedule may use for its peak value, tried in this order.
-_PEAK_NAMES = ("initial_lr", "max_lr", "target_lr", "peak_lr", "value")
-_LENGTH_NAMES = ("total_steps", "T_max")
-
-
-def schedule_lengths(cfg: RunConfig, steps_per_epoch: int) -> tuple[int, int]:
-    """``(total, warmup)`` in the schedule's unit (optimizer steps, or epochs)."""
-    if cfg.schedule.interval == "epoch":
-        total = cfg.train.epochs
-        warmup = math.ceil(cfg.schedule.warmup_epochs)
-    else:
-        total = cfg.train.epochs * steps_per_epoch
-        warmup = round(cfg.schedule.warmup_epochs * steps_per_epoch)
-    return total, warmup
-
-
-def build_schedule(cfg: RunConfig, steps_per_epoch: int) -> Any:
-    """The optiscope schedule for ``[schedule]``, with lengths and peak filled in.
-
-    Keys the user leaves out are filled when the schedule takes them: its peak
-    (``initial_lr``, ``max_lr``, ``target_lr``, ...) from ``[optimizer] lr``, ``total_steps``
-    or ``T_max`` from the run's length, and ``warmup_steps`` from ``warmup_epochs``. A
-    schedule without its own warmup gets one in front (``LinearWarmup(after=...)``).
-
-    Args:
-        cfg: The run config.
-        steps_per_epoch: Optimizer steps per epoch (converts epochs to steps).
-
-    Returns:
-        The schedule (absolute learning rates, for ``ScheduleLR``).
-
-    Raises:
-        ConfigError: Unknown name or key, a bad value, or warmup as long as the run.
-
-    Example:
-        >>> from optiscope.app.config import parse_config
-        >>> cfg = parse_config(
-        ...     "[optimizer]\\nlr = 0.1\\n[train]\\nepochs = 2\\n"
-        ...     "[schedule]\\nname = 'cosine'\\nwarmup_epochs = 1"
-        ... )
-        >>> s = build_schedule(cfg, steps_per_epoch=10)
-        >>> round(s(5), 6), round(s(10), 6), round(s(15), 6)
-        (0.05, 0.1, 0.05)
-    """
-    from optiscope import schedules
-
-    s = cfg.schedule
-    total, warmup = schedule_lengths(cfg, steps_per_epoch)
-    if warmup >= total:
-        raise ConfigError(
-            f"[schedule] warmup_epochs: must be shorter than [train] epochs "
-            f"({cfg.train.epochs}), got {s.warmup_epochs!r}"
-        )
-    cls = _schedule_class(s.name)
-    names, _ = _keyword_names(cls)
-    params = dict(s.params)
-    takes_warmup = "warmup_steps" in names
-    for peak in _PEAK_NAMES:
-        if peak in names:
-            params.setdefault(peak, cfg.optimizer.lr)
-            break
-    if takes_warmup:
-        params.setdefault("warmup_steps", warmup)
-    length = total if takes_warmup or warmup == 0 else total - warmup
-    for name in _LENGTH_NAMES:
-        if name in names:
-            params.setdefault(name, length)
-    _check_keys("[schedule]", cls, params, s.name)
-    schedule = call_with("[schedule]", schedules.get_schedule, {"name": s.name, **params}, s.name)
-    if warmup > 0 and not takes_warmup:
-        schedule = call_with(
-            "[schedule]",
-            schedules.LinearWarmup,
-            {"target_lr": None, "warmup_steps": warmup, "after": schedule},
-            "linear_warmup",
-        )
-    return schedule
-
-
-def _check_keys(where: str, cls: Any, params: dict[str, Any], label: str) -> None:
-    names, var_kw = _keyword_names(cls)
-    unknown = [k for k in params if k not in names]
-    if unknown and not var_kw:
-        raise ConfigError(
-            f"unknown key {unknown[0]!r} in {where} for {label}; allowed: "
-            + (", ".join(["name", *names]) if names else "name")
-        )
-
-
-def _registry_lookup(where: str, registry: dict[str, Any], name: str, kind: str) -> Any:
-    cls = registry.get(name.strip().lower() if kind == "clipper" else name)
-    if cls is None:
-        close = difflib.get_close_matches(name, list(registry), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(
-            f"{where} name: unknown {kind} {name!r}{hint}; known: {', '.join(sorted(registry))}"
-        )
-    return cls
-
-
-def _schedule_class(name: str) -> Any:
-    from optiscope.schedules import SCHEDULES
-
-    return _registry_lookup("[schedule]", SCHEDULES, name, "schedule")
-
-
-def build_clipper(cfg: RunConfig) -> Any:
-    """The clipper for ``[clipping]``, or None for ``name = "none"``.
-
-    Args:
-        cfg: The run config.
-
-    Returns:
-        An optiscope clipper (``NormClip``, ``ZClip``, ...) or None.
-
-    Raises:
-        ConfigError: Unknown name or key, or a bad value.
-
-    Example:
-        >>> from optiscope.app.config import parse_config
-        >>> build_clipper(parse_config("[clipping]\\nname = 'norm'\\nmax_norm = 0.5"))
-        NormClip(max_norm=0.5, norm_type=2.0)
-    """
-    c = cfg.clipping
-    if c.name == "none":
-        if c.params:
-            raise ConfigError(
-                f"unknown key {next(iter(c.params))!r} in [clipping] for 'none'; "
-                "set name to a clipper to give it parameters"
-            )
-        return None
-    from optiscope.clipping import CLIPPERS, get_clipper
-
-    cls = _registry_lookup("[clipping]", CLIPPERS, c.name, "clipper")
-    _check_keys("[clipping]", cls, c.params, c.name)
-    return call_with("[clipping]", get_clipper, {"name": c.name, **c.params}, c.name)
 
 
 def build_loss(cfg: RunConfig) -> Callable[..., torch.Tensor]:

@@ -16,7 +16,6 @@ Run directory layout (``[run] out_dir / name``)::
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import random
 import shutil
@@ -38,25 +37,17 @@ from optiscope.app.analysis import (
     evaluation_data,
     landscape_figures,
 )
-from optiscope.app.build import Components, build_components, schedule_lengths
+from optiscope.app.build import Components, build_components
 from optiscope.app.config import ConfigError, RunConfig, config_to_toml
-from optiscope.app.figures import save_figure, training_curves_figure
+from optiscope.app.stages import EpochPrinter, curves_figure, lr_find_stage, schedule_figures
 from optiscope.app.trajectory import TrajectoryRecorder, load_trajectory
 
-__all__ = [
-    "RunResult",
-    "LRFindRun",
-    "LandscapeRun",
-    "train_run",
-    "lr_find_run",
-    "landscape_run",
-    "with_out_dir",
-]
+__all__ = ["RunResult", "train_run", "analyse", "with_out_dir", "seed_everything", "apply_threads"]
 
 Echo = Callable[[str], None]
 
 
-def _echo(msg: str) -> None:
+def print_line(msg: str) -> None:
     print(msg, flush=True)
 
 
@@ -67,23 +58,6 @@ class RunResult:
     run_dir: Path
     report_path: Path | None
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class LRFindRun:
-    """What :func:`lr_find_run` produced."""
-
-    figure: Path
-    suggestion: float
-    result: Any
-
-
-@dataclass
-class LandscapeRun:
-    """What :func:`landscape_run` produced."""
-
-    figures: list[Path]
-    report_path: Path | None
 
 
 def with_out_dir(cfg: RunConfig, out_dir: str | os.PathLike | None) -> RunConfig:
@@ -133,7 +107,7 @@ def _reset_run_dir(run_dir: Path, resume: bool) -> None:
 
 
 def train_run(
-    cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, echo: Echo = _echo
+    cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, echo: Echo = print_line
 ) -> RunResult:
     """Train as ``cfg`` says and write the run directory and its report.
 
@@ -194,7 +168,9 @@ def _train_run(
     if main:
         figures = schedule_figures(cfg, comps, fig_dir)
         if cfg.lr_find.enabled:
-            found = _lr_find(cfg, comps, fig_dir / "lr_find.png", run_dir, reuse=resume, echo=echo)
+            found = lr_find_stage(
+                cfg, comps, fig_dir / "lr_find.png", run_dir, reuse=resume, echo=echo
+            )
             lr_info = found[1]
             figures.append(found[0])
     _barrier(world)
@@ -202,7 +178,7 @@ def _train_run(
     _barrier(world)  # the trajectory snapshots rank 0 wrote are complete from here on
     try:
         if main:
-            figures.append(_curves_figure(cfg, comps, trainer, fig_dir))
+            figures.append(curves_figure(cfg, comps, trainer, fig_dir))
         analysis = analyse(cfg, comps, run_dir, echo, fig_dir=fig_dir, curvature=main)
     finally:
         if not main:
@@ -259,80 +235,6 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
-def schedule_figures(cfg: RunConfig, comps: Components, fig_dir: Path) -> list[FigureSpec]:
-    """The guide's schedule comparison and the schedule this run uses (warmup end marked)."""
-    from optiscope.schedules import compare_schedules
-
-    out = [
-        FigureSpec(
-            "The guide's learning-rate schedules",
-            "Step decay, exponential decay, cosine annealing and cosine with warm restarts "
-            "over 100 epochs (log scale), as in the guide's Part 1; compare how fast each "
-            "leaves the peak and where restarts jump back up.",
-            save_figure(compare_schedules(epochs=100), fig_dir / "schedule_comparison.png"),
-        )
-    ]
-    total, warmup = schedule_lengths(cfg, comps.steps_per_epoch)
-    unit = "epoch" if cfg.schedule.interval == "epoch" else "optimizer step"
-    fig = comps.schedule.plot(total, title=f"Schedule used: {comps.schedule!r}"[:110], xlabel=unit)
-    out.append(
-        FigureSpec(
-            "The schedule used in this run",
-            f"The learning rate at every {unit} of this run ({total} in all), with its "
-            + (f"warmup end at {unit} {warmup} marked; " if warmup else "notable points marked; ")
-            + "the training-curves figure shows the rate the optimizer actually applied.",
-            save_figure(fig, fig_dir / "schedule_used.png"),
-        )
-    )
-    return out
-
-
-def _lr_find(
-    cfg: RunConfig, comps: Components, path: Path, run_dir: Path, *, reuse: bool, echo: Echo
-) -> tuple[FigureSpec, dict[str, Any]]:
-    info_path = run_dir / "lr_find.json"
-    if reuse and path.is_file() and info_path.is_file():
-        info = json.loads(info_path.read_text())
-    else:
-        t0 = time.perf_counter()
-        result, fig = run_lr_find(cfg, comps)
-        save_figure(fig, path)
-        info = {
-            "suggestion": result.suggestion,
-            "suggestion_min": result.suggestion_min,
-            "diverged": result.diverged,
-            "iterations": len(result.lrs),
-        }
-        S.write_json(info_path, info)
-        sug = info["suggestion"]
-        echo(
-            f"  LR range test: {len(result.lrs)} steps, suggested lr "
-            + (f"{sug:.3g}" if sug is not None else "none")
-            + f" ({time.perf_counter() - t0:.1f}s)"
-        )
-    sug = info.get("suggestion")
-    caption = (
-        "Loss (smoothed) while the learning rate grows exponentially over "
-        f"{info['iterations']} mini-batches (Smith 2015), model and optimizer restored "
-        "afterwards; pick a rate on the steepest descent, well before the loss blows up"
-        + (f" (suggested: {sug:.3g}; this run's peak: {cfg.optimizer.lr:.3g})." if sug else ".")
-    )
-    return FigureSpec("LR range test", caption, path), info
-
-
-def run_lr_find(cfg: RunConfig, comps: Components) -> tuple[Any, Any]:
-    """The LR range test for ``comps`` (restores everything) and its figure."""
-    from optiscope.training import lr_find
-
-    lf = cfg.lr_find
-    result = lr_find(
-        comps.model, comps.optimizer, comps.loss_fn, comps.train_loader,
-        start_lr=lf.start_lr, end_lr=lf.end_lr, num_iter=lf.num_iter, mode=lf.mode,
-        device=comps.device,
-    )  # fmt: skip
-    return result, result.plot()
-
-
 def _train(
     cfg: RunConfig, comps: Components, run_dir: Path, resume: bool, echo: Echo, main: bool = True
 ) -> tuple[Any, float]:
@@ -341,7 +243,7 @@ def _train(
 
     t = cfg.train
     recorder = TrajectoryRecorder(run_dir / "trajectory", every=t.trajectory_every_epochs)
-    printer = _EpochPrinter(echo, t.epochs)
+    printer = EpochPrinter(echo, t.epochs)
     try:
         trainer = AdvancedTrainer(
             comps.model, comps.optimizer, comps.loss_fn, comps.device,
@@ -363,39 +265,6 @@ def _train(
         early_stopping_patience=t.early_stopping_patience or None, monitor=t.monitor,
     )  # fmt: skip
     return trainer, time.perf_counter() - t0
-
-
-class _EpochPrinter:
-    """One line per epoch (the trainer's own printing is the guide's verbose format)."""
-
-    def __init__(self, echo: Echo, epochs: int) -> None:
-        self.echo, self.epochs = echo, epochs
-
-    def on_epoch_end(self, trainer: Any) -> None:
-        acc = trainer.val_accuracies[-1] if trainer.val_accuracies else None
-        val = trainer.val_losses[-1] if trainer.val_losses else float("nan")
-        self.echo(
-            f"  epoch {trainer.epoch:>3}/{self.epochs}  train loss {trainer.train_losses[-1]:.4f}"
-            f"  val loss {val:.4f}" + (f"  val acc {acc:.4f}" if acc is not None else "")
-            + f"  lr {trainer.optimizer.param_groups[0]['lr']:.3g}"
-        )  # fmt: skip
-
-
-def _curves_figure(cfg: RunConfig, comps: Components, trainer: Any, fig_dir: Path) -> FigureSpec:
-    threshold = getattr(comps.clipper, "max_norm", None)
-    fig = training_curves_figure(
-        trainer.history, trainer.train_losses, trainer.val_losses, trainer.val_accuracies,
-        clip_threshold=threshold if isinstance(threshold, (int, float)) else None,
-    )  # fmt: skip
-    n_clip = sum(bool(r.clipped) for r in trainer.history)
-    return FigureSpec(
-        "Training curves",
-        "Per-step and per-epoch training loss with validation loss, validation accuracy, "
-        "the learning rate the optimizer applied, and the pre-clip gradient norm with "
-        f"clipped steps in red ({n_clip} of {len(trainer.history)}); frequent clipping late "
-        "in training means the threshold is too low for the loss scale.",
-        save_figure(fig, fig_dir / "training_curves.png"),
-    )
 
 
 def analyse(
@@ -451,100 +320,3 @@ def _merge(into: Analysis, part: Analysis) -> None:
     into.numbers.update(part.numbers)
     into.notes += part.notes
     into.seconds += part.seconds
-
-
-def lr_find_run(cfg: RunConfig, *, out: str | os.PathLike | None = None) -> LRFindRun:
-    """``optiscope lr-find``: the LR range test for the config's model, data and optimizer.
-
-    Returns:
-        The figure's path, the suggested learning rate and the full result.
-
-    Raises:
-        ConfigError: A bad config value, or the test found no descent to suggest from.
-    """
-    apply_threads(cfg.run.threads)
-    seed_everything(cfg.run.seed)
-    comps = build_components(cfg)
-    result, fig = run_lr_find(cfg, comps)
-    path = Path(out) if out is not None else cfg.run_dir / "figures" / "lr_find.png"
-    save_figure(fig, path)
-    if result.suggestion is None:
-        raise ConfigError(
-            f"the LR range test found no descending stretch (figure: {path}); widen "
-            "[lr_find] start_lr/end_lr or raise num_iter"
-        )
-    return LRFindRun(path, float(result.suggestion), result)
-
-
-def landscape_run(
-    cfg: RunConfig, checkpoint: str | os.PathLike, *, out: str | os.PathLike | None = None,
-    echo: Echo = _echo,
-) -> LandscapeRun:  # fmt: skip
-    """``optiscope landscape``: recompute the landscape (and curvature) figures for weights.
-
-    Args:
-        cfg: The config whose model and data the checkpoint belongs to.
-        checkpoint: A trainer checkpoint (``last.pt``/``best.pt``) or a plain state_dict.
-        out: Directory for the figures (default: the run's ``figures/``; its report is
-            rebuilt then, when it has one).
-        echo: Where progress lines go.
-
-    Raises:
-        FileNotFoundError: ``checkpoint`` does not exist.
-        ConfigError: The checkpoint is corrupt or was saved from another model.
-    """
-    apply_threads(cfg.run.threads)
-    seed_everything(cfg.run.seed)
-    comps = build_components(cfg)
-    load_weights(comps.model, checkpoint)
-    in_run = out is None
-    target = cfg.run_dir if in_run else Path(out)
-    target.mkdir(parents=True, exist_ok=True)
-    if not in_run:
-        (target / "figures").mkdir(exist_ok=True)
-    analysis = analyse(cfg, comps, target, echo)
-    report_path = None
-    if in_run and (target / "report.json").is_file():
-        report_path = S.update_report(target, analysis.figures, analysis.numbers)
-    return LandscapeRun([f.file for f in analysis.figures], report_path)
-
-
-def load_weights(model: torch.nn.Module, checkpoint: str | os.PathLike) -> None:
-    """Load a trainer checkpoint's (or a plain state_dict's) weights into ``model``.
-
-    Raises:
-        FileNotFoundError: No such file.
-        ConfigError: Not loadable, or saved from a model with other names or shapes.
-    """
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - pickle, zip and torch errors all mean "corrupt"
-        raise ConfigError(
-            f"{path} is not a readable checkpoint: {str(e).splitlines()[0]}"
-        ) from None
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(f"{path} holds no model weights (expected a checkpoint or state_dict)")
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        parts = (
-            ([f"missing {', '.join(missing[:3])}"] if missing else [])
-            + ([f"unexpected {', '.join(unexpected[:3])}"] if unexpected else [])
-            + ([f"shapes differ: {'; '.join(shapes[:3])} (checkpoint vs model)"] if shapes else [])
-        )
-        raise ConfigError(
-            f"{path} was saved from another model than [model] describes: {'; '.join(parts)}"
-        )
-    with torch.no_grad():
-        model.load_state_dict(state)
