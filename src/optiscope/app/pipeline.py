@@ -6,7 +6,7 @@ Run directory layout (``[run] out_dir / name``)::
 
     config.toml          the full config used (defaults filled in)
     metrics.csv/.jsonl   per-step and per-epoch metrics (written by the trainer)
-    checkpoints/         last.pt (every epoch) and best.pt (best validation loss)
+    checkpoints/         last.pt (every epoch) and best.pt (best [train] monitor value)
     trajectory/          weights after each epoch, for the PCA trajectory plane
     figures/             every figure as PNG (+ the interactive surface as plotly JSON)
     summary.json         the numbers of the summary table
@@ -98,7 +98,7 @@ def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
 def _reset_run_dir(run_dir: Path, resume: bool) -> None:
     if run_dir.exists() and not resume:
         # Only what a run writes is removed, never anything else the user put there.
-        for name in ("checkpoints", "trajectory", "figures"):
+        for name in ("checkpoints", "trajectory", "figures", "tensorboard"):
             shutil.rmtree(run_dir / name, ignore_errors=True)
         for name in ("metrics.csv", "metrics.jsonl", "summary.json", "report.json",
                      "report.html", "lr_find.json", "config.toml"):  # fmt: skip
