@@ -6,7 +6,8 @@ Three cases from issue 4, each measured side by side in one run:
 2. a 64-256-128-10 MLP on all 1,797 digits, 31x31 grid;
 3. a small CNN with BatchNorm on all 1,797 digits (8x8 images).
 
-Times are medians of a few repeats; ratios are what matter (machines are noisy).
+Times are medians of a few alternating rounds (and the best round beside them); ratios
+are what matter (machines are noisy).
 "Achieved GFLOP/s" is (grid points x FLOPs of one full forward) / time: the work the
 naive method does. optiscope's first-layer algebra skips part of that work, so its
 figure is an effective rate and may exceed the measured matmul peak.
@@ -128,6 +129,7 @@ def run_case(name, model, loss_fn, X, y, steps, *, guide_steps=None, rounds=3) -
             times["ll"].append(_median_time(ll, 1))
     t_ours = statistics.median(times["ours"])
     t_ll = statistics.median(times["ll"]) if times["ll"] else None
+    best = {k: min(v) for k, v in times.items() if v}
     meta = last["ls"].metadata
 
     gs = guide_steps or steps
@@ -139,19 +141,25 @@ def run_case(name, model, loss_fn, X, y, steps, *, guide_steps=None, rounds=3) -
         f"\n== {name}: {points} points ({steps}x{steps}), {X.shape[0]} samples, "
         f"{flops / 1e6:.2f} MFLOP per forward, median of {rounds} =="
     )
-    print(f"{'method':<38}{'median s':>10}{'GFLOP/s':>10}{'optiscope speed-up':>20}")
+    print(
+        f"{'method':<38}{'median s':>10}{'GFLOP/s':>10}{'optiscope speed-up':>20}"
+        f"{'best s':>9}{'best ratio':>12}"
+    )
 
-    def row(label, t):
+    def row(label, t, key=None):
         gf = points * flops / t / 1e9
-        print(f"{label:<38}{t:>10.3f}{gf:>10.2f}{t / t_ours:>19.1f}x")
+        extra = ""
+        if key in best:
+            extra = f"{best[key]:>9.3f}{best[key] / best['ours']:>11.1f}x"
+        print(f"{label:<38}{t:>10.3f}{gf:>10.2f}{t / t_ours:>19.1f}x{extra}")
 
     fl = ", first-layer algebra" if meta["first_layer"] else ""
-    row(f"optiscope ({meta['method']}{fl})", t_ours)
+    row(f"optiscope ({meta['method']}{fl})", t_ours, "ours")
     row("guide loop" + ("" if gs == steps else f" [{gs}x{gs} once, scaled]"), t_guide_scaled)
     if t_ll is None:
         print(f"{'loss-landscapes':<38}{'not available':>10}")
     else:
-        row("loss-landscapes" + ll_note, t_ll)
+        row("loss-landscapes" + ll_note, t_ll, "ll")
     return {"optiscope": t_ours, "guide": t_guide_scaled, "loss-landscapes": t_ll or float("nan")}
 
 

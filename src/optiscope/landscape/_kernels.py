@@ -56,7 +56,7 @@ def affine(first: nn.Module, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor |
     return first._conv_forward(x, w, b)
 
 
-def prefix(s: Setup, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+def prefix(s: Setup, x: torch.Tensor) -> torch.Tensor | None:
     """``stack(f(X; W0, b0), f(X; U_1, ub_1), ...)`` for the first affine layer."""
     if s.first is None:
         return None
@@ -86,6 +86,7 @@ def _stack_metrics(s: Setup, out: torch.Tensor, y: Any) -> torch.Tensor:
 
 
 def walk_chunk(s: Setup, x: Any, y: Any, coefs: np.ndarray, pre) -> torch.Tensor:
+    """Metrics ``(C, M)`` point by point, weights set in place with foreach kernels."""
     # With first-layer algebra the first layer's weights are never read, so skip them.
     keep = [j for j, n in enumerate(s.names) if pre is None or not n.startswith("0.")]
     params, base = [s.params[j] for j in keep], [s.base[j] for j in keep]
@@ -125,6 +126,7 @@ def _combine(stacked: torch.Tensor, coefs1: torch.Tensor) -> torch.Tensor:
 
 
 def vmap_chunk(s: Setup, x: Any, y: Any, coefs: torch.Tensor, pre) -> torch.Tensor:
+    """Metrics ``(C, M)`` for a chunk in one vmapped ``functional_call``."""
     # The perturbed weights (and, with first-layer algebra, the first layer's output) are
     # built for the whole chunk outside vmap, one matmul each: inside vmap a batched
     # tensordot, or a linear with shared input and batched weights, becomes one tiny
