@@ -55,5 +55,5 @@ def _run(args: argparse.Namespace) -> int:
     from optiscope.app.pipeline import train_run
 
     result = train_run(cfg, overwrite=True)
-    print(f"report: {result.report_path}")
+    print(f"report: {result.report_path.absolute()}")
     return 0

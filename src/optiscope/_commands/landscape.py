@@ -34,5 +34,5 @@ def _run(args: argparse.Namespace) -> int:
     for path in result.figures:
         print(f"figure: {path}")
     if result.report_path is not None:
-        print(f"report: {result.report_path}")
+        print(f"report: {result.report_path.absolute()}")
     return 0

@@ -20,5 +20,5 @@ def _run(args: argparse.Namespace) -> int:
     from optiscope.report import build_report
 
     path = build_report(args.run_dir, args.out)
-    print(f"report: {path}")
+    print(f"report: {path.absolute()}")
     return 0

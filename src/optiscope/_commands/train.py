@@ -44,5 +44,5 @@ def _run(args: argparse.Namespace) -> int:
         print(f"optiscope: training stopped: {e}", file=sys.stderr)
         return 1
     if result.report_path is not None:
-        print(f"report: {result.report_path}")
+        print(f"report: {result.report_path.absolute()}")
     return 0
