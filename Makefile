@@ -22,7 +22,7 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks examples
 
 test: setup lint
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q --doctest-modules src/optiscope tests
 
 demo: setup
 	$(BIN)/optiscope demo --out runs
