@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 import sys
 from html.parser import HTMLParser
@@ -90,6 +91,10 @@ def test_train_writes_the_whole_run_directory(trained) -> None:
     assert summary["processes"] == 2
     assert 0.0 < summary["final val accuracy"] <= 1.0
     assert summary["top Hessian eigenvalue"] > 0
+    layers = summary["per-layer Hessian"]
+    assert list(layers) == ["0", "3"]  # the two Linear layers of the 64-16-10 MLP
+    assert sum(size for _, _, size in layers.values()) == summary["parameters"] == 1210
+    assert all(top > 0 and math.isfinite(trace) for top, trace, _ in layers.values())
     assert "LinearWarmup" in summary["schedule"] and "NormClip" in summary["clipping"]
 
 
@@ -125,7 +130,9 @@ def test_report_has_every_figure_inline_and_escapes_the_name(trained, cli) -> No
     assert page.count('class="plotly-graph-div"') == 1
     for title in ("LR range test", "Training curves", "Training trajectory on the PCA plane"):
         assert title in page
-    for row in ("Final validation accuracy", "Top Hessian eigenvalue", "Clipping", "Schedule"):
+    rows = ("Final validation accuracy", "Top Hessian eigenvalue", "Clipping", "Schedule",
+            "Per-layer Hessian (top eigenvalue, trace)")  # fmt: skip
+    for row in rows:
         assert f"<th>{row}</th>" in page
     assert cli.hostile not in page and "&lt;img src=x onerror=alert(1)&gt;&amp;" in page
     for tag, attrs in _tags(page):

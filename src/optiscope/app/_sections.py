@@ -205,6 +205,7 @@ class CurvatureSection:
     top_k: int = _opt(1, "an int >= 1", _ge(1))
     max_iter: int = _opt(50, "an int >= 1", _ge(1))
     trace_samples: int = _opt(20, "an int >= 0 (0: skip the trace)", _ge(0))
+    layerwise: bool = _opt(True, "true or false (top eigenvalue and trace per layer)")
     max_batches: int = _opt(0, "an int >= 0 (0: the whole split)", _ge(0))
 
 

@@ -284,6 +284,15 @@ def curvature_figures(
         out.numbers["Hessian trace"] = float(tr.trace)
         out.numbers["Hessian trace stderr"] = float(tr.stderr)
         _progress(echo, f"Hessian trace {tr.trace:.4g} +- {tr.stderr:.2g}", t0)
+    if cfg.layerwise:
+        layers = C.layerwise_curvature(
+            model, loss_fn, data, targets, max_iter=cfg.max_iter, seed=seed,
+            trace_samples=max(cfg.trace_samples, 2), max_batches=mb,
+        )  # fmt: skip
+        out.numbers["per-layer Hessian"] = {
+            name: [lc.top_eigenvalue, lc.trace, lc.num_params] for name, lc in layers.items()
+        }
+        _progress(echo, f"per-layer curvature of {len(layers)} layers", t0)
     # The loss along the sharpest direction next to a random unit direction of the same
     # norm shows what the eigenvalue means: how much faster the loss rises there.
     import matplotlib.pyplot as plt

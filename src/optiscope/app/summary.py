@@ -178,6 +178,13 @@ def summary_rows(n: dict[str, Any]) -> dict[str, str]:
         rows["Hessian trace"] = (
             f"{_fmt(n['Hessian trace'])} +- {_fmt(n.get('Hessian trace stderr'))}"
         )
+    layers = n.get("per-layer Hessian")
+    if layers:
+        # Which layer is sharpest: its block's top eigenvalue and trace, per parameter.
+        rows["Per-layer Hessian (top eigenvalue, trace)"] = "; ".join(
+            f"{name}: {_fmt(top)}, {_fmt(trace)} ({_fmt(size)} params)"
+            for name, (top, trace, size) in layers.items()
+        )
     rows["Software"] = f"torch {n.get('torch')}, Python {n.get('python')}, {platform.system()}"
     return rows
 
