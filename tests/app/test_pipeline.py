@@ -55,3 +55,30 @@ def test_recorder_and_printer_add_no_host_syncs(host_syncs, tmp_path) -> None:
     assert len(list((tmp_path / "traj").glob("epoch_*.pt"))) == 3
     # ... and they do not change the training either.
     assert all(torch.equal(a, b) for a, b in zip(w_base, w_cbs))
+
+
+def test_a_failing_analysis_becomes_a_note_not_a_lost_report() -> None:
+    import pytest
+
+    from optiscope.app.analysis import Analysis, FigureSpec
+    from optiscope.app.pipeline import _guarded
+
+    out, lines = Analysis(), []
+
+    def ok() -> Analysis:
+        return Analysis([FigureSpec("t", "c", "f.png")], {"x": 1.0}, ["n"], 2.0)
+
+    def bad() -> Analysis:
+        raise ValueError("directions do not span a plane\nsecond line")
+
+    _guarded(out, "curvature", lines.append, ok)
+    _guarded(out, "loss landscape", lines.append, bad)
+    assert [f.title for f in out.figures] == ["t"] and out.numbers == {"x": 1.0}
+    assert out.notes == ["n", "loss landscape skipped: ValueError: directions do not span a plane"]
+    assert lines == ["  loss landscape skipped: ValueError: directions do not span a plane"]
+
+    def interrupted() -> Analysis:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _guarded(out, "curvature", lines.append, interrupted)

@@ -300,19 +300,29 @@ def analyse(
         data, targets = data.to(comps.device), targets.to(comps.device)
     if cfg.landscape.enabled:
         echo("loss landscape:")
-        part = landscape_figures(
+        _guarded(out, "loss landscape", echo, lambda: landscape_figures(
             comps.model, comps.loss_fn, data, targets, cfg.landscape, fig_dir,
             trajectory=load_trajectory(run_dir / "trajectory"), echo=echo,
-        )  # fmt: skip
-        _merge(out, part)
+        ))  # fmt: skip
     if cfg.curvature.enabled and curvature:
         echo("curvature:")
-        part = curvature_figures(
+        _guarded(out, "curvature", echo, lambda: curvature_figures(
             comps.model, comps.loss_fn, data, targets, cfg.curvature, fig_dir,
             seed=cfg.run.seed, echo=echo,
-        )  # fmt: skip
-        _merge(out, part)
+        ))  # fmt: skip
     return out
+
+
+def _guarded(out: Analysis, what: str, echo: Echo, compute: Callable[[], Analysis]) -> None:
+    # The model is trained and checkpointed by now: a failing analysis becomes a note in
+    # the report instead of costing the run its report (the model is restored either way).
+    try:
+        _merge(out, compute())
+    except (ValueError, TypeError, RuntimeError, FloatingPointError, ImportError) as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        note = f"{what} skipped: {type(e).__name__}: {first}"
+        echo(f"  {note}")
+        out.notes.append(note)
 
 
 def _merge(into: Analysis, part: Analysis) -> None:
