@@ -133,7 +133,7 @@ class AutoClip(_Stateful):
     @torch.no_grad()
     def __call__(self, parameters: TensorOrTensors) -> ClipResult:
         """Record the norm, clip to the percentile and report; see the class docstring."""
-        grads = _checks.grads_of(_checks.as_tensor_list(parameters))
+        grads = _checks.grads_from(parameters)
         norm = total_norm(grads, self.norm_type, foreach=self.foreach)
         if not grads:
             return make_result(norm, torch.ones(()), ~torch.isfinite(norm))
@@ -297,7 +297,7 @@ class ZClip(_Stateful):
     @torch.no_grad()
     def __call__(self, parameters: TensorOrTensors) -> ClipResult:
         """Clip spikes in place, update the statistics and report; see the class docstring."""
-        grads = _checks.grads_of(_checks.as_tensor_list(parameters))
+        grads = _checks.grads_from(parameters)
         norm = total_norm(grads, self.norm_type, foreach=self.foreach)
         if not grads:
             return make_result(norm, torch.ones(()), ~torch.isfinite(norm))

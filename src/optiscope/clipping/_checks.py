@@ -92,4 +92,23 @@ def as_tensor_list(parameters: object) -> list[torch.Tensor]:
 
 def grads_of(params: list[torch.Tensor]) -> list[torch.Tensor]:
     """The gradients of ``params`` that exist (parameters without one are skipped)."""
-    return [p.grad for p in params if p.grad is not None]
+    return [g for p in params if (g := p.grad) is not None]
+
+
+def grads_from(parameters: object) -> list[torch.Tensor]:
+    """``grads_of(as_tensor_list(parameters))`` in one pass over the parameters.
+
+    Clipping runs every step, so the common case (an iterable of tensors) pays for a
+    single read of each ``.grad``; the item-by-item type check runs only when that read
+    fails, to name the offending item.
+    """
+    if isinstance(parameters, torch.Tensor) or isinstance(parameters, nn.Module):
+        return grads_of(as_tensor_list(parameters))
+    if not isinstance(parameters, Iterable):
+        as_tensor_list(parameters)  # raises the TypeError naming the type
+    params = parameters if isinstance(parameters, list) else list(parameters)
+    try:
+        return grads_of(params)
+    except AttributeError:
+        as_tensor_list(params)  # raises the TypeError naming the item's type
+        raise

@@ -198,7 +198,7 @@ class NormClip(_Base):
     @torch.no_grad()
     def __call__(self, parameters: TensorOrTensors) -> ClipResult:
         """Clip in place and report; see the class docstring."""
-        grads = _checks.grads_of(_checks.as_tensor_list(parameters))
+        grads = _checks.grads_from(parameters)
         norm = total_norm(grads, self.norm_type, foreach=self.foreach)
         coef, nonfinite = coef_for(norm, self.max_norm)
         if grads and not math.isinf(self.max_norm):
@@ -265,7 +265,7 @@ class ValueClip(_Base):
     @torch.no_grad()
     def __call__(self, parameters: TensorOrTensors) -> ClipResult:
         """Clip in place and report; see the class docstring."""
-        grads = _checks.grads_of(_checks.as_tensor_list(parameters))
+        grads = _checks.grads_from(parameters)
         norm = total_norm(grads, self.norm_type, foreach=self.foreach)
         nonfinite = ~torch.isfinite(norm)
         if not grads:

@@ -179,15 +179,12 @@ def clip_grad_norm_(
     """
     max_norm = _checks.positive("max_norm", max_norm)
     p = _checks.norm_type(norm_type)
-    params = _checks.as_tensor_list(parameters)
-    grads = _checks.grads_of(params)
+    grads = _checks.grads_from(parameters)
     norm = total_norm(grads, p, error_if_nonfinite, foreach)
     if grads:
-        clip = getattr(torch.nn.utils, "clip_grads_with_norm_", None)  # torch >= 2.6
-        if clip is not None:
-            clip(params, max_norm, norm, foreach)
-        else:
-            scale_(grads, torch.clamp(max_norm / (norm + _EPS), max=1.0), foreach)
+        # torch's clip_grads_with_norm_ maths (same ops, same bits) on the gradients we
+        # already hold, instead of letting it collect them from the parameters again.
+        scale_(grads, torch.clamp(max_norm / (norm + _EPS), max=1.0), foreach)
     return norm
 
 
