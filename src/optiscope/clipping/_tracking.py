@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from optiscope._internal.batches import iter_batches
+from optiscope._internal.figures import finish_figure
 from optiscope.clipping import _checks
 from optiscope.clipping._clippers import NoClip, NormClip
 
@@ -115,7 +116,7 @@ def plot_gradient_norms(
         max_grad_norm: Draw the clipping limit as a dashed line (None: no line).
         ax: Two Axes to draw into (norms, losses); None makes a new 2x1 figure.
         path: Save the figure here as well.
-        show: Call ``plt.show()`` (off by default, so scripts and tests never block).
+        show: Show the figure (pyplot ``show``) (off by default, so scripts and tests never block).
 
     Returns:
         The matplotlib Figure.
@@ -155,8 +156,4 @@ def plot_gradient_norms(
     ax2.set_title("Loss During Training")
     ax2.grid(True, alpha=0.3)
     fig.tight_layout()
-    if path is not None:
-        fig.savefig(path)
-    if show:
-        plt.show()
-    return fig
+    return finish_figure(fig, path, show)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from optiscope._internal.figures import finish_figure
 from optiscope._internal.restore import preserved
 from optiscope.curvature._common import check_int, check_seed, make_generator
 from optiscope.curvature._hvp import HessianOperator
@@ -167,7 +168,7 @@ def plot_density(
             be drawn).
         ax: Draw into these axes; None makes a new figure.
         path: Also save the figure here.
-        show: Call ``plt.show()``.
+        show: Show the figure (pyplot ``show``).
 
     Returns:
         The matplotlib Figure.
@@ -192,8 +193,4 @@ def plot_density(
     ax.set_xlabel("eigenvalue")
     ax.set_ylabel("density")
     ax.set_title(f"Hessian eigenvalue density (n={result.num_params}, sigma={result.sigma:.3g})")
-    if path is not None:
-        fig.savefig(path, bbox_inches="tight")
-    if show:
-        plt.show()
-    return fig
+    return finish_figure(fig, path, show)

@@ -4,7 +4,7 @@ Fixed against the guide: the parameter is found by exact name first (the guide's
 substring match took ``"10.weight"`` for ``"0.weight"``), the model is evaluated in eval
 mode and restored bit-for-bit even on error, the contour is not transposed, random
 directions are filter-normalised (Li et al.) unless asked otherwise, and nothing blocks:
-``plt.show()`` runs only with ``show=True``.
+pyplot ``show`` runs only with ``show=True``.
 """
 
 from __future__ import annotations
@@ -17,19 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from optiscope._internal.figures import finish_figure
 from optiscope.landscape._directions import axis_direction, find_parameter, random_directions
 from optiscope.landscape._evaluate import line, plane
 
 __all__ = ["visualize_loss_1d", "visualize_loss_2d", "visualize_loss_random_directions"]
-
-
-def _finish(fig, path, show):
-    if path is not None:
-        fig.savefig(path, bbox_inches="tight")
-    if show:
-        import matplotlib.pyplot as plt
-
-        plt.show()
 
 
 def visualize_loss_1d(
@@ -61,7 +53,7 @@ def visualize_loss_1d(
         train: Evaluate in train mode (the guide's behaviour for a training model).
         ax: Axes to draw into.
         path: Save the figure here.
-        show: Call ``plt.show()``.
+        show: Show the figure (pyplot ``show``).
 
     Returns:
         ``(alphas, losses)`` as the guide: a numpy array and a list of floats.
@@ -89,7 +81,7 @@ def visualize_loss_1d(
     ax.legend()
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    _finish(fig, path, show)
+    finish_figure(fig, path, show)
     return ls.alphas, [float(v) for v in ls.loss]
 
 
@@ -122,7 +114,7 @@ def visualize_loss_2d(
         train: Evaluate in train mode.
         ax: One axes (contour only) or a pair ``(contour_ax, surface_ax_3d)``.
         path: Save the figure here.
-        show: Call ``plt.show()``.
+        show: Show the figure (pyplot ``show``).
 
     Returns:
         ``(alphas, losses)`` with ``losses[i, j]`` at ``alphas[i]`` along ``indices[0]``
@@ -177,7 +169,7 @@ def visualize_loss_2d(
         ax2.set_title("Loss Surface")
         fig.colorbar(surf, ax=ax2, shrink=0.5)
     fig.tight_layout()
-    _finish(fig, path, show)
+    finish_figure(fig, path, show)
     return ls.alphas, losses
 
 
@@ -214,7 +206,7 @@ def visualize_loss_random_directions(
         train: Evaluate in train mode.
         ax: Axes to draw into.
         path: Save the figure here.
-        show: Call ``plt.show()``.
+        show: Show the figure (pyplot ``show``).
 
     Returns:
         ``(alphas, losses)`` with ``losses[k]`` the curve along direction ``k``. (The
@@ -251,5 +243,5 @@ def visualize_loss_random_directions(
     ax.legend(fontsize=9)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    _finish(fig, path, show)
+    finish_figure(fig, path, show)
     return curves[0].alphas, np.stack([ls.loss for ls in curves])

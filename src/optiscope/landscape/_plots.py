@@ -1,7 +1,7 @@
 """Pictures of a Landscape: line, contour, 3-D surface, PCA trajectory, interactive HTML.
 
 Every function returns a matplotlib Figure, accepts ``ax=`` and ``path=``, imports
-matplotlib lazily and calls ``plt.show()`` only with ``show=True``. Direction 1 is on the
+matplotlib lazily and calls pyplot ``show`` only with ``show=True``. Direction 1 is on the
 x axis: ``values[i, j]`` is at ``(alphas[i], betas[j])``, so contour gets ``values.T``.
 """
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from optiscope._internal.figures import finish_figure
 from optiscope.landscape._result import Landscape
 
 __all__ = ["plot_line", "plot_contour", "plot_surface", "plot_trajectory", "to_html"]
@@ -38,16 +39,6 @@ def _axes(ax: Any, three_d: bool = False, figsize=(7, 5)):
         return ax.figure, ax
     fig = plt.figure(figsize=figsize)
     return fig, fig.add_subplot(111, projection="3d" if three_d else None)
-
-
-def _finish(fig, path: str | os.PathLike | None, show: bool):
-    if path is not None:
-        fig.savefig(path, bbox_inches="tight")
-    if show:
-        import matplotlib.pyplot as plt
-
-        plt.show()
-    return fig
 
 
 def _log_values(v: np.ndarray, log: bool) -> np.ndarray:
@@ -77,7 +68,7 @@ def plot_line(
         label: Legend label of the curve.
         log: Logarithmic y axis.
         path: Also save the figure here.
-        show: Call ``plt.show()``.
+        show: Show the figure (pyplot ``show``).
 
     Returns:
         The Figure.
@@ -99,7 +90,7 @@ def plot_line(
     ax.set_ylabel(name)
     ax.grid(True, alpha=0.3)
     ax.legend()
-    return _finish(fig, path, show)
+    return finish_figure(fig, path, show)
 
 
 def plot_contour(
@@ -127,7 +118,7 @@ def plot_contour(
         log: Contour ``log10`` of the values (for losses spanning decades).
         trajectory: ``(T, 2)`` coordinates to draw as a path (see ``project_trajectory``).
         path: Also save the figure here.
-        show: Call ``plt.show()``.
+        show: Show the figure (pyplot ``show``).
 
     Returns:
         The Figure.
@@ -157,7 +148,7 @@ def plot_contour(
     ax.set_ylabel("beta (direction 2)")
     ax.set_title(f"{name} contours")
     ax.legend(loc="upper right")
-    return _finish(fig, path, show)
+    return finish_figure(fig, path, show)
 
 
 def plot_surface(
@@ -177,7 +168,7 @@ def plot_surface(
         ax: 3-D axes to draw into.
         log: Plot ``log10`` of the values.
         path: Also save the figure here.
-        show: Call ``plt.show()``.
+        show: Show the figure (pyplot ``show``).
 
     Returns:
         The Figure.
@@ -197,7 +188,7 @@ def plot_surface(
     ax.set_xlabel("alpha")
     ax.set_ylabel("beta")
     ax.set_zlabel(f"log10 {name}" if log else name)
-    return _finish(fig, path, show)
+    return finish_figure(fig, path, show)
 
 
 def plot_trajectory(
@@ -221,7 +212,7 @@ def plot_trajectory(
         ax: Draw into these axes.
         log: Contour ``log10`` of the values.
         path: Also save the figure here.
-        show: Call ``plt.show()``.
+        show: Show the figure (pyplot ``show``).
 
     Returns:
         The Figure.
@@ -241,7 +232,7 @@ def plot_trajectory(
         ax.set_xlabel(f"PC1 ({100 * explained[0]:.1f}% of variance)")
         ax.set_ylabel(f"PC2 ({100 * explained[1]:.1f}% of variance)")
     ax.set_title("training trajectory on the PCA plane")
-    return _finish(fig, path, show)
+    return finish_figure(fig, path, show)
 
 
 def to_html(

@@ -108,7 +108,7 @@ class Schedule:
             steps: Number of steps to draw (``0..steps-1``).
             ax: Axes to draw into; a new figure is created when None.
             path: Save the figure there when given.
-            show: Call ``plt.show()`` (blocks on interactive backends).
+            show: Show the figure (pyplot ``show``) (blocks on interactive backends).
             yscale: ``"linear"`` or ``"log"``.
             marks: Mark the peak, the minimum and :meth:`events`.
             title: Title; defaults to the schedule's repr.

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from optiscope._internal.figures import finish_figure
 from optiscope.schedules._base import Schedule
 from optiscope.schedules._validate import check_choice, check_int
 
@@ -24,16 +25,6 @@ def _axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
 
     fig, ax = plt.subplots(figsize=figsize)
     return fig, ax
-
-
-def _finish(fig: Figure, path: str | None, show: bool) -> Figure:
-    if path is not None:
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-    if show:
-        import matplotlib.pyplot as plt
-
-        plt.show()
-    return fig
 
 
 def plot_schedule(
@@ -55,7 +46,7 @@ def plot_schedule(
         steps: Number of steps, ``>= 1``.
         ax: Axes to draw into; a new figure when None.
         path: Save the figure there when given.
-        show: Call ``plt.show()``.
+        show: Show the figure (pyplot ``show``).
         yscale: ``"linear"`` or ``"log"``.
         marks: Mark the peak, the minimum and the schedule's events
             (warmup end, restarts, milestones).
@@ -100,7 +91,7 @@ def plot_schedule(
     ax.set_yscale(yscale)
     ax.set_title(title if title is not None else repr(schedule))
     ax.grid(True, alpha=0.3)
-    return _finish(fig, path, show)
+    return finish_figure(fig, path, show)
 
 
 def guide_schedules(epochs: int = 100) -> dict[str, Schedule]:
@@ -150,7 +141,7 @@ def compare_schedules(
         yscale: ``"log"`` (the guide's) or ``"linear"``.
         path: Save the figure there when given.
         ax: Axes to draw into; a new figure when None.
-        show: Call ``plt.show()``.
+        show: Show the figure (pyplot ``show``).
 
     Returns:
         The matplotlib Figure.
@@ -181,4 +172,4 @@ def compare_schedules(
     ax.grid(True, alpha=0.3)
     ax.set_yscale(yscale)
     fig.tight_layout()
-    return _finish(fig, path, show)
+    return finish_figure(fig, path, show)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from optiscope._internal.batches import _to
+from optiscope._internal.figures import finish_figure
 from optiscope._internal.restore import preserved
 
 __all__ = ["LRFindResult", "lr_find"]
@@ -61,7 +62,7 @@ class LRFindResult:
             skip_start: Leave out this many first points.
             skip_end: Leave out this many last points.
             path: Save the figure here.
-            show: Call ``plt.show()``.
+            show: Show the figure (pyplot ``show``).
 
         Returns:
             The matplotlib Figure.
@@ -87,11 +88,7 @@ class LRFindResult:
         ax.set_title("LR range test")
         ax.legend()
         ax.grid(True, alpha=0.3)
-        if path is not None:
-            fig.savefig(path, dpi=150, bbox_inches="tight")
-        if show:
-            plt.show()
-        return fig
+        return finish_figure(fig, path, show)
 
 
 def _check(

@@ -6,6 +6,8 @@ import math
 import os
 from typing import Any
 
+from optiscope._internal.figures import finish_figure
+
 __all__ = ["plot_training_curves"]
 
 
@@ -18,7 +20,7 @@ def plot_training_curves(
         trainer: Anything with ``train_losses``, ``val_losses``, ``learning_rates`` and
             ``grad_norms`` lists (an AdvancedTrainer).
         path: Save the figure here.
-        show: Call ``plt.show()``.
+        show: Show the figure (pyplot ``show``).
 
     Returns:
         The matplotlib Figure (2x2 axes).
@@ -67,8 +69,4 @@ def plot_training_curves(
     for ax in (axes[0, 0], axes[1, 1]):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-    if show:
-        plt.show()
-    return fig
+    return finish_figure(fig, path, show)

@@ -370,7 +370,7 @@ class AdvancedTrainer(LoopMixin, ValidateMixin, NonFiniteMixin, CheckpointMixin)
 
         Args:
             path: Save the figure here (PNG, PDF, ... by extension).
-            show: Call ``plt.show()``.
+            show: Show the figure (pyplot ``show``).
 
         Returns:
             The matplotlib Figure.
