@@ -128,12 +128,18 @@ model = nn.Sequential(nn.Linear(2, 10), nn.ReLU(), nn.Linear(10, 1))
 X = torch.randn(100, 2)
 y = (X[:, 0] + X[:, 1] > 0).float().unsqueeze(1)
 loss_fn = nn.BCEWithLogitsLoss()
-visualize_loss_1d(model, loss_fn, X, y, param_name='0.weight', param_index=0)
-visualize_loss_2d(model, loss_fn, X, y, param_name='0.weight',
-                  indices=(0, 1), alpha_range=(-0.5, 0.5), num_points=30)
+one = visualize_loss_1d(model, loss_fn, X, y, param_name='0.weight', param_index=0)
+two = visualize_loss_2d(model, loss_fn, X, y, param_name='0.weight',
+                        indices=(0, 1), alpha_range=(-0.5, 0.5), num_points=30)
 visualize_loss_random_directions(model, loss_fn, X, y, num_directions=10)
 """
     exec(code, ns)
+    alphas, losses = ns["one"]
+    assert len(alphas) == len(losses) == 100 and np.all(np.isfinite(losses))
+    alphas2, losses2 = ns["two"]
+    assert losses2.shape == (30, 30)
+    # The guide's 2-D grid is symmetric around the current weights (alpha_range +-0.5).
+    np.testing.assert_allclose(alphas2, np.linspace(-0.5, 0.5, 30))
 
 
 @pytest.mark.parametrize(
