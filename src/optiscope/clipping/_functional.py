@@ -181,7 +181,7 @@ def clip_grad_norm_(
     p = _checks.norm_type(norm_type)
     grads = _checks.grads_from(parameters)
     norm = total_norm(grads, p, error_if_nonfinite, foreach)
-    if grads:
+    if grads and not math.isinf(max_norm):  # inf only measures: skip the multiply by 1
         # torch's clip_grads_with_norm_ maths (same ops, same bits) on the gradients we
         # already hold, instead of letting it collect them from the parameters again.
         scale_(grads, torch.clamp(max_norm / (norm + _EPS), max=1.0), foreach)

@@ -21,7 +21,7 @@ from torch import nn
 from optiscope._internal.batches import batch_size
 from optiscope.training import _distributed as ddp
 from optiscope.training._checkpoint import check_writable_dir
-from optiscope.training._clip import apply_clipper, default_clipper
+from optiscope.training._clip import GlobalNormClip, apply_clipper
 from optiscope.training._config import RunConfig, TrainerConfig
 from optiscope.training._loggers import ProgressBar, tensorboard_installed
 from optiscope.training._loop import LoopMixin, Run
@@ -237,7 +237,7 @@ class AdvancedTrainer(LoopMixin, ValidateMixin, NonFiniteMixin, CheckpointMixin)
             )
         if resume:
             self._load_for_resume(resume, run_cfg.checkpoint_path)
-        clip = clipper if clipper is not None else default_clipper(run_cfg.max_grad_norm)
+        clip = clipper if clipper is not None else GlobalNormClip(run_cfg.max_grad_norm)
         self._start_run(run_cfg, scheduler, clip)
         try:
             self.fit(train_loader, val_loader)
@@ -297,7 +297,7 @@ class AdvancedTrainer(LoopMixin, ValidateMixin, NonFiniteMixin, CheckpointMixin)
             self._check_loader(train_loader, "train_loader")
             self._check_scheduler(scheduler, "step")
             cfg = RunConfig(max(epoch, 1), max_grad_norm)
-            self._start_run(cfg, scheduler, default_clipper(max_grad_norm), log_interval)
+            self._start_run(cfg, scheduler, GlobalNormClip(max_grad_norm), log_interval)
         try:
             self._run_epoch(train_loader, epoch)
             loss = self._epoch_train_loss()
