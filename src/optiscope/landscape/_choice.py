@@ -68,6 +68,7 @@ def _agree(times: list[float], device: torch.device, group: Any) -> list[float]:
 # measure: the plain walk is the simplest and never fails.
 CANDIDATES = ("walk", "walk_fl", "vmap")
 _VMAP_MARGIN = 1.15
+_FLOP_BOUND_S = 1e-3  # seconds per walk point above which the vmap probe is kept small
 
 
 def choose_method(
@@ -102,8 +103,9 @@ def choose_method(
     probe_t = torch.as_tensor(coefs[:k], dtype=s.base[0].dtype, device=device)
     best = dict.fromkeys(allowed, float("inf"))
     vals: dict[str, torch.Tensor] = {}
+    kv = k  # points in the vmap probe; cut down below once a walk point's cost is known
     runs = {
-        "vmap": lambda: vmap_chunk(s, x, y, probe_t, pre),
+        "vmap": lambda: vmap_chunk(s, x, y, probe_t[:kv], pre),
         "walk": lambda: walk_chunk(s, x, y, coefs[:kw], None),
         "walk_fl": lambda: walk_chunk(s, x, y, coefs[:kw], pre),
     }
@@ -116,9 +118,15 @@ def choose_method(
             best.pop("vmap")
     for rep in range(2):
         for name in allowed:
+            if name == "vmap" and rep == 0:
+                # The walks ran first. When one of their points already costs milliseconds
+                # the model is FLOP-bound, vmap has little launch overhead to save, and
+                # its probe is mostly thrown away: keep it to a few points.
+                walk = min((best[w] for w in ("walk", "walk_fl") if w in best), default=0.0)
+                kv = min(k, 4) if walk > _FLOP_BOUND_S else k
             t0 = time.perf_counter()
             vals[name] = runs[name]()
-            per_point = _since(t0, device) / (k if name == "vmap" else kw)
+            per_point = _since(t0, device) / (kv if name == "vmap" else kw)
             best[name] = min(best[name], per_point)
         # A clear winner after one round (3x faster than every other way) needs no second.
         ranked = sorted(best.values())
