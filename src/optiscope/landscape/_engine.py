@@ -35,6 +35,7 @@ from optiscope.landscape._metrics import Metric, check_directions, resolve_metri
 __all__ = ["evaluate_points", "METHODS"]
 
 METHODS = ("auto", "vmap", "walk")
+_WALK_POINTS = 64  # grid points per walk_chunk call
 
 
 def evaluate_points(
@@ -147,8 +148,11 @@ def evaluate_points(
             if bar is None and progress is not False:
                 bar = _progress(data, max_batches, len(coefs), progress)
                 bar.update(done)
-            for start in range(done, len(coefs), chunk):
-                block = coefs[start : start + chunk]
+            # The memory-sized chunk is for vmap; the walk holds one point at a time, so
+            # it takes longer runs (fewer per-chunk set-ups, progress still visible).
+            step = chunk if choice == "vmap" else max(chunk, _WALK_POINTS)
+            for start in range(done, len(coefs), step):
+                block = coefs[start : start + step]
                 if choice == "vmap":
                     ct = torch.as_tensor(block, dtype=base[0].dtype, device=device)
                     vals = vmap_chunk(s, x, y, ct, pre)
