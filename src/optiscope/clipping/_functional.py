@@ -25,13 +25,6 @@ _LOW_PRECISION = frozenset((torch.float16, torch.bfloat16))
 __all__ = ["adaptive_clip_grad_", "clip_grad_norm_", "clip_grad_value_"]
 
 
-def by_device(tensors: list[torch.Tensor]) -> dict[torch.device, list[torch.Tensor]]:
-    groups: dict[torch.device, list[torch.Tensor]] = {}
-    for t in tensors:
-        groups.setdefault(t.device, []).append(t)
-    return groups
-
-
 def _norm_dtype(tensors: list[torch.Tensor]) -> torch.dtype:
     """float64 if any tensor is float64, else float32: fp16/bf16 norms overflow and lose bits."""
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
@@ -147,8 +140,8 @@ def clip_grad_norm_(
               + 10^{-6}}\right)
 
     Same interface and, for float32/float64 gradients, the same bits as
-    ``torch.nn.utils.clip_grad_norm_`` (it is ``get_total_norm`` followed by
-    ``clip_grads_with_norm_``). fp16/bf16 gradients (unscaled, after
+    ``torch.nn.utils.clip_grad_norm_`` (``get_total_norm``, then the coefficient and foreach
+    multiply of ``clip_grads_with_norm_``). fp16/bf16 gradients (unscaled, after
     ``GradScaler.unscale_``) get their norm computed in float32. No host sync unless
     ``error_if_nonfinite=True``.
 
