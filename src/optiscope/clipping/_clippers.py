@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from optiscope._internal.checks import check_norm_type, check_positive
 from optiscope.clipping import _checks
 from optiscope.clipping._functional import (
     TensorOrTensors,
@@ -191,8 +192,8 @@ class NormClip(_Base):
     def __init__(
         self, max_norm: float, norm_type: float = 2.0, foreach: bool | None = None
     ) -> None:
-        self.max_norm = _checks.positive("max_norm", max_norm)
-        self.norm_type = _checks.norm_type(norm_type)
+        self.max_norm = check_positive("max_norm", max_norm)
+        self.norm_type = check_norm_type(norm_type)
         self.foreach = foreach
 
     @torch.no_grad()
@@ -258,8 +259,8 @@ class ValueClip(_Base):
     def __init__(
         self, clip_value: float, norm_type: float = 2.0, foreach: bool | None = None
     ) -> None:
-        self.clip_value = _checks.positive("clip_value", clip_value)
-        self.norm_type = _checks.norm_type(norm_type)
+        self.clip_value = check_positive("clip_value", clip_value)
+        self.norm_type = check_norm_type(norm_type)
         self.foreach = foreach
 
     @torch.no_grad()
@@ -309,9 +310,9 @@ class AGC(_Base):
     _config = ("clip_factor", "eps", "norm_type")
 
     def __init__(self, clip_factor: float = 0.01, eps: float = 1e-3, norm_type: float = 2.0):
-        self.clip_factor = _checks.positive("clip_factor", clip_factor, allow_inf=False)
-        self.eps = _checks.positive("eps", eps, allow_inf=False)
-        self.norm_type = _checks.norm_type(norm_type)
+        self.clip_factor = check_positive("clip_factor", clip_factor, allow_inf=False)
+        self.eps = check_positive("eps", eps, allow_inf=False)
+        self.norm_type = check_norm_type(norm_type)
 
     @torch.no_grad()
     def __call__(self, parameters: TensorOrTensors) -> ClipResult:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 import torch
 
+from optiscope._internal.checks import check_norm_type, check_positive
 from optiscope.clipping import _checks
 
 TensorOrTensors = torch.Tensor | Iterable[torch.Tensor]
@@ -170,8 +171,8 @@ def clip_grad_norm_(
         >>> w.grad
         tensor([0.6000, 0.8000])
     """
-    max_norm = _checks.positive("max_norm", max_norm)
-    p = _checks.norm_type(norm_type)
+    max_norm = check_positive("max_norm", max_norm)
+    p = check_norm_type(norm_type)
     grads = _checks.grads_from(parameters)
     norm = total_norm(grads, p, error_if_nonfinite, foreach)
     if grads and not math.isinf(max_norm):  # inf only measures: skip the multiply by 1
@@ -209,7 +210,7 @@ def clip_grad_value_(
         >>> w.grad
         tensor([-0.5000,  0.1000,  0.5000])
     """
-    clip_value = _checks.positive("clip_value", clip_value)
+    clip_value = check_positive("clip_value", clip_value)
     params = _checks.as_tensor_list(parameters)
     torch.nn.utils.clip_grad_value_(params, clip_value, foreach=foreach)
 
@@ -346,9 +347,9 @@ def adaptive_clip_grad_(
         tensor([[0.1000, 0.1000],
                 [0.1000, 0.1000]])
     """
-    clip_factor = _checks.positive("clip_factor", clip_factor, allow_inf=False)
-    eps = _checks.positive("eps", eps, allow_inf=False)
-    p = _checks.norm_type(norm_type)
+    clip_factor = check_positive("clip_factor", clip_factor, allow_inf=False)
+    eps = check_positive("eps", eps, allow_inf=False)
+    p = check_norm_type(norm_type)
     params = _checks.as_tensor_list(parameters)
     pre, _, _ = agc_(params, clip_factor, eps, p, skip_nonfinite=False)
     return pre
