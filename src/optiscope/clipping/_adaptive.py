@@ -22,7 +22,7 @@ from optiscope._internal.checks import (
 )
 from optiscope.clipping import _checks
 from optiscope.clipping._clippers import ClipResult, _Base, coef_for, make_result
-from optiscope.clipping._functional import TensorOrTensors, scale_, total_norm
+from optiscope.clipping._functional import EPS, TensorOrTensors, scale_, total_norm
 
 __all__ = ["AutoClip", "ZClip"]
 
@@ -208,7 +208,6 @@ class ZClip(_Stateful):
     name = "zclip"
     _config = ("alpha", "z_thresh", "warmup_steps", "max_grad_norm", "clip_option", "norm_type")
     _state = ("mean", "var", "initialized", "warmup_norms", "warmup_finite")
-    _EPS = 1e-6
 
     def __init__(
         self,
@@ -282,7 +281,7 @@ class ZClip(_Stateful):
     def _track(self, g: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
         """Spike detection and EMA update; returns the limit (inf when no spike)."""
         std = self.var.sqrt()
-        z = (g - self.mean) / (std + self._EPS)
+        z = (g - self.mean) / (std + EPS)
         spike = self.initialized & (z > self.z_thresh)
         if self.clip_option == "adaptive_scaling":
             target = self.mean + self.z_thresh**2 * std / z

@@ -22,6 +22,7 @@ import torch
 from optiscope._internal.checks import check_norm_type, check_positive
 from optiscope.clipping import _checks
 from optiscope.clipping._functional import (
+    EPS,
     TensorOrTensors,
     agc_,
     group_by_device_and_dtype,
@@ -30,8 +31,6 @@ from optiscope.clipping._functional import (
 )
 
 __all__ = ["AGC", "ClipResult", "Clipper", "NoClip", "NormClip", "ValueClip"]
-
-_EPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ def coef_for(
     """
     if nonfinite is None:
         nonfinite = ~torch.isfinite(norm)
-    coef = torch.clamp(limit / (norm + _EPS), max=1.0)
+    coef = torch.clamp(limit / (norm + EPS), max=1.0)
     return torch.where(nonfinite, 1.0, coef), nonfinite
 
 

@@ -19,8 +19,9 @@ from optiscope.clipping import _checks
 
 TensorOrTensors = torch.Tensor | Iterable[torch.Tensor]
 
-# Same constant as torch, so our coefficients match torch's bit for bit.
-_EPS = 1e-6
+# Same constant as torch, so our coefficients match torch's bit for bit; the one epsilon
+# of the clipping package (clippers and ZClip's z-score import it).
+EPS = 1e-6
 _LOW_PRECISION = frozenset((torch.float16, torch.bfloat16))
 
 __all__ = ["adaptive_clip_grad_", "clip_grad_norm_", "clip_grad_value_"]
@@ -178,7 +179,7 @@ def clip_grad_norm_(
     if grads and not math.isinf(max_norm):  # inf only measures: skip the multiply by 1
         # torch's clip_grads_with_norm_ maths (same ops, same bits) on the gradients we
         # already hold, instead of letting it collect them from the parameters again.
-        scale_(grads, torch.clamp(max_norm / (norm + _EPS), max=1.0), foreach)
+        scale_(grads, torch.clamp(max_norm / (norm + EPS), max=1.0), foreach)
     return norm
 
 
@@ -285,7 +286,7 @@ def agc_(
     for g_sel, g_norm, w_norm in work:
         max_norm = w_norm.clamp_(min=eps).mul_(clip_factor)
         # timm's rule: keep a unit whose norm is below its limit, else rescale it to it.
-        scale = torch.where(g_norm < max_norm, 1.0, max_norm / g_norm.clamp(min=_EPS))
+        scale = torch.where(g_norm < max_norm, 1.0, max_norm / g_norm.clamp(min=EPS))
         if finite is not None:
             scale = torch.where(finite.to(scale.device), scale, 1.0)
         shape = g_sel[0].shape
