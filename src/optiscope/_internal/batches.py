@@ -1,4 +1,9 @@
-"""One way to walk "a tensor with targets, or a DataLoader" as (inputs, targets) batches."""
+"""One way to walk "a tensor with targets, or a DataLoader" batch by batch.
+
+:func:`walk_batches` yields batches as they are (any layout a
+:class:`~optiscope.batch_loss.BatchLoss` understands); :func:`iter_batches` is the older
+``(inputs, targets)``-only walker, kept until every area has moved to ``walk_batches``.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,70 @@ from typing import Any
 
 import torch
 
+from optiscope.batch_loss import to_device
+
 Batch = tuple[Any, Any]
 
 
-def _to(x: Any, device: torch.device | str | None) -> Any:
-    if device is None:
-        return x
-    if isinstance(x, torch.Tensor):
-        return x.to(device, non_blocking=True)
-    if isinstance(x, (list, tuple)):
-        return type(x)(_to(v, device) for v in x)
-    if isinstance(x, dict):
-        return {k: _to(v, device) for k, v in x.items()}
-    return x
+_to = to_device
+
+
+def walk_batches(
+    data: torch.Tensor | Iterable,
+    targets: torch.Tensor | None = None,
+    *,
+    max_batches: int | None = None,
+    device: torch.device | str | None = None,
+) -> Iterator[Any]:
+    """Yield the batches of a tensor pair or of an iterable of batches, moved to ``device``.
+
+    Args:
+        data: A tensor of inputs (one batch ``(data, targets)``, or ``(data,)`` without
+            targets), or an iterable (DataLoader, list) of batches in any layout.
+        targets: Labels for tensor ``data``; must be None when ``data`` is an iterable.
+        max_batches: Stop after this many batches (None: all).
+        device: Move each batch here.
+
+    Raises:
+        ValueError: Empty data, mismatched lengths, or ``max_batches < 1``.
+        TypeError: ``targets`` given with an iterable, or ``data`` not iterable.
+
+    Example:
+        >>> import torch
+        >>> [len(b) for b in walk_batches(torch.zeros(3, 2), torch.zeros(3))]
+        [2]
+        >>> list(walk_batches([{"x": 1}, {"x": 2}], max_batches=1))
+        [{'x': 1}]
+    """
+    if max_batches is not None and (
+        isinstance(max_batches, bool) or not isinstance(max_batches, int)
+    ):
+        raise TypeError(f"max_batches must be an int or None, got {type(max_batches).__name__}")
+    if max_batches is not None and max_batches < 1:
+        raise ValueError(f"max_batches must be >= 1 or None, got {max_batches!r}")
+    if isinstance(data, torch.Tensor):
+        if data.dim() == 0 or data.shape[0] == 0:
+            raise ValueError("data is empty: expected a tensor with at least one sample")
+        if targets is not None and targets.shape[0] != data.shape[0]:
+            raise ValueError(
+                f"data and targets differ in length: {data.shape[0]} vs {targets.shape[0]}"
+            )
+        yield to_device((data,) if targets is None else (data, targets), device)
+        return
+    if targets is not None:
+        raise TypeError("targets must be None when data is a DataLoader or iterable of batches")
+    if not isinstance(data, Iterable):
+        raise TypeError(
+            f"data must be a tensor or an iterable of batches, got {type(data).__name__}"
+        )
+    n = 0
+    for item in data:
+        yield to_device(item, device)
+        n += 1
+        if max_batches is not None and n >= max_batches:
+            break
+    if n == 0:
+        raise ValueError("data is empty: the DataLoader yielded no batches")
 
 
 def batch_size(inputs: Any) -> int:

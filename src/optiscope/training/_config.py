@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from optiscope.training._accuracy import TASKS
+from optiscope._internal.accuracy import TASKS
 
 __all__ = ["TrainerConfig", "RunConfig", "PRECISIONS", "NONFINITE", "INTERVALS", "MONITORS"]
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
+from optiscope._internal.accuracy import count_correct, infer_task
 from optiscope._internal.batches import batch_size
-from optiscope.training._accuracy import count_correct, infer_task
 
 __all__ = ["ValidateMixin"]
 
@@ -39,6 +39,7 @@ class ValidateMixin:
         self.model.eval()
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         correct = torch.zeros((), device=self.device, dtype=torch.float64)
+        counted: torch.Tensor | int = 0
         n = 0
         try:
             for inputs, targets in self._batches(val_loader):
@@ -49,17 +50,21 @@ class ValidateMixin:
                 loss_sum += loss.detach().double() * m
                 if self._task is None:
                     self._task = infer_task(self.loss_fn, output, targets)
-                hits = count_correct(output, targets, self._task)
-                if hits is not None:
-                    correct += hits
+                scored = count_correct(output, targets, self._task)
+                if scored is not None:
+                    correct += scored[0]
+                    counted = counted + scored[1]
                 n += m
         finally:
             self.model.train(was_training)
         if n == 0:
             raise ValueError("val_loader is empty: it yielded no batches")
-        total_loss, total_correct = torch.stack([loss_sum, correct]).tolist()
+        counted = torch.as_tensor(counted, device=self.device, dtype=torch.float64)
+        total_loss, total_correct, total_counted = torch.stack(
+            [loss_sum, correct, counted]
+        ).tolist()
         val_loss = total_loss / n
-        accuracy = None if self._task == "regression" else total_correct / n
+        accuracy = None if total_counted == 0 else total_correct / total_counted
         self.val_losses.append(val_loss)
         self.val_accuracies.append(accuracy)
         return val_loss, accuracy
