@@ -19,11 +19,11 @@ import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Union
+from typing import IO
 
 __all__ = ["atomic_write", "temp_files"]
 
-Data = Union[bytes, str, Callable[[IO[bytes]], object]]
+Data = bytes | str | Callable[[IO[bytes]], object]
 
 
 def atomic_write(path: str | os.PathLike, data: Data, *, mode: int | None = None) -> Path:
