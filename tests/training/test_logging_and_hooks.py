@@ -136,9 +136,17 @@ def test_training_curves_figure(make_model, make_loaders, tmp_path):
     assert list(ax.lines[0].get_ydata()) == t.train_losses
     assert list(fig.axes[1].lines[0].get_ydata()) == t.learning_rates
     assert list(fig.axes[2].lines[0].get_ydata()) == t.grad_norms
+    # The lists are read-only views of the one history.
+    with pytest.raises(TypeError):
+        t.grad_norms[0] = math.nan
     # Works on plain lists and with a non-finite norm in them.
-    t.grad_norms[0] = math.nan
-    assert plot_training_curves(t).axes[2].get_yscale() == "log"
+    from types import SimpleNamespace
+
+    plain = SimpleNamespace(
+        train_losses=list(t.train_losses), val_losses=list(t.val_losses),
+        learning_rates=list(t.learning_rates), grad_norms=[math.nan, *t.grad_norms[1:]],
+    )  # fmt: skip
+    assert plot_training_curves(plain).axes[2].get_yscale() == "log"
 
 
 class _Recorder:

@@ -43,6 +43,41 @@ class RNGState:
         if self.cuda and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(self.cuda)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The states as plain data that ``torch.load(weights_only=True)`` can read back.
+
+        Example:
+            >>> import torch
+            >>> saved = RNGState.capture().state_dict()
+            >>> a = torch.rand(2)
+            >>> RNGState.from_state_dict(saved).restore()
+            >>> bool(torch.equal(a, torch.rand(2)))
+            True
+        """
+        version, internal, gauss = self.python
+        _, keys, pos, has_gauss, cached = self.numpy
+        return {
+            # Python's state is a tuple of ints; a list round-trips through weights_only.
+            "python": [version, list(internal), gauss],
+            "numpy": {
+                "keys": torch.from_numpy(keys.astype(np.int64)),
+                "pos": int(pos),
+                "has_gauss": int(has_gauss),
+                "gauss": float(cached),
+            },
+            "torch": self.torch,
+            "cuda": list(self.cuda),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> RNGState:
+        """The inverse of :meth:`state_dict`."""
+        version, internal, gauss = state["python"]
+        n = state["numpy"]
+        keys = n["keys"].numpy().astype(np.uint32)
+        numpy_state = ("MT19937", keys, n["pos"], n["has_gauss"], n["gauss"])
+        return cls((version, tuple(internal), gauss), numpy_state, state["torch"], state["cuda"])
+
 
 @dataclass
 class ModelSnapshot:

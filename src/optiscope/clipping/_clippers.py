@@ -14,7 +14,6 @@ rescaling by a non-finite coefficient would only turn every gradient into NaN.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -33,17 +32,23 @@ from optiscope.clipping._functional import (
 __all__ = ["AGC", "ClipResult", "Clipper", "NoClip", "NormClip", "ValueClip"]
 
 
-@dataclass(frozen=True)
 class ClipResult:
     """What one clipping call did, as 0-d tensors on the gradients' device.
 
+    Only ``total_norm`` and ``clip_coef`` are computed by the call; the other fields are
+    derived from them on first access (one small kernel each), so a training loop that
+    reads them only at log points pays nothing for them per step.
+    :meth:`clipped_flags` derives the flags of many results at once.
+
     Attributes:
         total_norm: Global gradient norm before clipping.
-        clipped_norm: Global gradient norm after clipping.
         clip_coef: Factor the global norm was multiplied by (``clipped_norm / total_norm``;
             1 when nothing changed). For unit-wise or element-wise clipping it is the
             effective factor on the global norm.
-        clipped: Bool tensor, True when any gradient was changed.
+        clipped_norm: Global gradient norm after clipping (``total_norm * clip_coef``
+            unless the clipper measured it).
+        clipped: Bool tensor, True when any gradient was changed (``clip_coef < 1``
+            unless the clipper says otherwise).
         nonfinite: Bool tensor, True when the pre-clip norm was NaN or infinite (the
             gradients were then left untouched and the step should be skipped).
 
@@ -54,11 +59,70 @@ class ClipResult:
         5.0
     """
 
-    total_norm: torch.Tensor
-    clipped_norm: torch.Tensor
-    clip_coef: torch.Tensor
-    clipped: torch.Tensor
-    nonfinite: torch.Tensor
+    __slots__ = ("_total_norm", "_clip_coef", "_clipped_norm", "_clipped", "_nonfinite")
+    _FIELDS = ("total_norm", "clipped_norm", "clip_coef", "clipped", "nonfinite")
+
+    def __init__(
+        self,
+        total_norm: torch.Tensor,
+        clipped_norm: torch.Tensor | None = None,
+        clip_coef: torch.Tensor | None = None,
+        clipped: torch.Tensor | None = None,
+        nonfinite: torch.Tensor | None = None,
+    ) -> None:
+        self._total_norm = total_norm
+        self._clip_coef = _one(total_norm) if clip_coef is None else clip_coef
+        self._clipped_norm = clipped_norm
+        self._clipped = clipped
+        self._nonfinite = nonfinite
+
+    # Read-only: a result says what happened; nothing may rewrite it.
+    @property
+    def total_norm(self) -> torch.Tensor:
+        return self._total_norm
+
+    @property
+    def clip_coef(self) -> torch.Tensor:
+        return self._clip_coef
+
+    @property
+    def clipped_norm(self) -> torch.Tensor:
+        if self._clipped_norm is None:
+            self._clipped_norm = self.total_norm * self.clip_coef
+        return self._clipped_norm
+
+    @property
+    def clipped(self) -> torch.Tensor:
+        if self._clipped is None:
+            self._clipped = self.clip_coef < 1.0
+        return self._clipped
+
+    @property
+    def nonfinite(self) -> torch.Tensor:
+        if self._nonfinite is None:
+            self._nonfinite = ~torch.isfinite(self.total_norm)
+        return self._nonfinite
+
+    @staticmethod
+    def clipped_flags(results: list[ClipResult]) -> torch.Tensor:
+        """The ``clipped`` flags of many results as one bool tensor, in few kernels.
+
+        Flags not yet derived are computed together from the stacked coefficients (one
+        comparison for all of them) instead of one kernel per result.
+
+        Example:
+            >>> import torch
+            >>> rs = [ClipResult(torch.tensor(2.0), clip_coef=torch.tensor(c)) for c in (1.0, 0.5)]
+            >>> ClipResult.clipped_flags(rs).tolist()
+            [False, True]
+        """
+        if not results:
+            return torch.zeros(0, dtype=torch.bool)
+        if all(r._clipped is None for r in results):
+            device = results[0].clip_coef.device
+            return torch.stack([r.clip_coef.to(device) for r in results]) < 1.0
+        device = results[0].total_norm.device
+        return torch.stack([r.clipped.to(device) for r in results])
 
     def to_dict(self) -> dict[str, float | bool]:
         """All fields as Python values, with a single device-to-host copy (a log point).
@@ -67,12 +131,29 @@ class ClipResult:
             ``{"total_norm": float, "clipped_norm": float, "clip_coef": float,
             "clipped": bool, "nonfinite": bool}``.
         """
-        names = [f.name for f in fields(self)]
         dtype = self.total_norm.dtype
         device = self.total_norm.device
-        values = torch.stack([getattr(self, n).detach().to(device, dtype) for n in names])
+        values = torch.stack([getattr(self, n).detach().to(device, dtype) for n in self._FIELDS])
         host = values.cpu().tolist()
-        return {n: (bool(v) if n in ("clipped", "nonfinite") else v) for n, v in zip(names, host)}
+        return {
+            n: (bool(v) if n in ("clipped", "nonfinite") else v) for n, v in zip(self._FIELDS, host)
+        }
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._FIELDS)
+        return f"ClipResult({inner})"
+
+
+_ONES: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+
+def _one(like: torch.Tensor) -> torch.Tensor:
+    # A shared constant 1 per device and dtype: "nothing changed" costs no kernel.
+    key = (like.device, like.dtype)
+    one = _ONES.get(key)
+    if one is None:
+        one = _ONES[key] = torch.ones((), device=like.device, dtype=like.dtype)
+    return one
 
 
 @runtime_checkable
@@ -200,10 +281,13 @@ class NormClip(_Base):
         """Clip in place and report; see the class docstring."""
         grads = _checks.grads_from(parameters)
         norm = total_norm(grads, self.norm_type, foreach=self.foreach)
-        coef, nonfinite = coef_for(norm, self.max_norm)
-        if grads and not math.isinf(self.max_norm):
-            scale_(grads, coef, self.foreach)
-        return make_result(norm, coef, nonfinite)
+        if not grads or math.isinf(self.max_norm):
+            return ClipResult(norm)  # only measured: coefficient 1, nothing derived
+        # torch's coefficient, forced to 1 on a non-finite norm (gradients untouched).
+        finite = torch.isfinite(norm)
+        coef = torch.where(finite, torch.clamp(self.max_norm / (norm + _EPS), max=1.0), 1.0)
+        scale_(grads, coef, self.foreach)
+        return ClipResult(norm, clip_coef=coef)
 
 
 class NoClip(NormClip):

@@ -11,12 +11,10 @@ write removes the temp files a killed writer left.
 from __future__ import annotations
 
 import os
-import random
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from optiscope._internal.atomic import atomic_write
@@ -25,13 +23,11 @@ __all__ = [
     "CheckpointError",
     "save_checkpoint_file",
     "load_checkpoint_file",
-    "rng_state",
-    "set_rng_state",
     "check_writable_dir",
 ]
 
 # Bumped when the layout of the checkpoint dict changes incompatibly.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class CheckpointError(ValueError):
@@ -109,33 +105,3 @@ def check_writable_dir(directory: str | os.PathLike, what: str = "checkpoint_dir
     except OSError as e:
         raise ValueError(f"{what} {str(directory)!r} is not a writable directory: {e}") from e
     return directory
-
-
-def rng_state() -> dict[str, Any]:
-    """Every RNG state a training step draws from, in a form ``weights_only`` can load."""
-    _, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
-    state: dict[str, Any] = {
-        # Python's state is a tuple of ints; a list round-trips through weights_only.
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-        "numpy": {
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "gauss": float(gauss),
-        },
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore the states captured by :func:`rng_state`."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    n = state["numpy"]
-    keys = n["keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["gauss"]))  # noqa: NPY002
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

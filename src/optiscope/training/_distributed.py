@@ -2,16 +2,21 @@
 
 The trainer runs unchanged under ``torchrun``: when a process group is initialised it
 wraps the model in DistributedDataParallel, shards the training data with a
-DistributedSampler of the same batch size, all-reduces the numbers it logs and lets only
-rank 0 print, log and write checkpoints. gloo works on CPU, NCCL on GPUs.
+DistributedSampler of the same batch size, shards the validation data without padding
+(rank ``r`` takes samples ``r, r + world, ...``, so no sample is counted twice or
+dropped), all-reduces the numbers it logs with the right weights, saves every rank's RNG
+state, and lets only rank 0 print, log and write checkpoints. gloo works on CPU, NCCL on
+GPUs.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, RandomSampler
 
 __all__ = [
     "is_distributed",
@@ -21,7 +26,8 @@ __all__ = [
     "distributed_loader",
     "all_reduce_sum",
     "all_reduce_mean",
-    "barrier",
+    "all_gather_object",
+    "validation_shard",
 ]
 
 
@@ -79,6 +85,44 @@ def distributed_loader(loader: DataLoader, seed: int) -> DataLoader:
     )
 
 
+def validation_shard(loader: Any) -> tuple[Any, bool]:
+    """This rank's part of a validation loader, and whether it is a part (to all-reduce).
+
+    Rank ``r`` of ``w`` gets the samples ``r, r + w, r + 2w, ...`` in order, in batches of
+    the loader's size: together the ranks see every sample exactly once, also when the
+    data set size is not divisible by ``w`` (DistributedSampler would pad with repeats).
+    A loader that is not a map-style DataLoader with a batch size, or is already sharded
+    (DistributedSampler), is returned as it is; the first kind is then validated in full
+    on every rank (same numbers everywhere, nothing to reduce).
+    """
+    if not is_distributed() or not isinstance(loader, DataLoader):
+        return loader, False
+    if isinstance(loader.sampler, DistributedSampler):
+        return loader, True
+    if loader.batch_size is None or isinstance(loader.dataset, IterableDataset):
+        return loader, False
+    indices = range(rank(), len(loader.dataset), world_size())  # type: ignore[arg-type]
+    shard = DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=indices,  # any iterable of indices with a length is a sampler
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        worker_init_fn=loader.worker_init_fn,
+    )
+    return shard, True
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` (``[obj]`` without a process group)."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     """Sum host numbers over all ranks (identity without a process group)."""
     if not is_distributed():
@@ -99,8 +143,3 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
         out = out.cpu()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out / dist.get_world_size()
-
-
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()

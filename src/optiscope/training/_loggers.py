@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "RunLog",
     "ProgressBar",
     "MetricsWriter",
     "TensorBoardWriter",
@@ -175,6 +176,83 @@ class TensorBoardWriter:
 
     def close(self) -> None:
         self._writer.close()
+
+
+class RunLog:
+    """Everything one ``train()`` shows or writes: the bar, the files, the guide's prints.
+
+    Only the main rank (``main=True``) prints or writes; every rank keeps the bar closed
+    otherwise.
+
+    Args:
+        bar: The progress bar.
+        verbose: Print the guide's log lines and epoch summaries.
+        main: Whether this process is rank 0.
+    """
+
+    def __init__(self, bar: ProgressBar, verbose: bool, main: bool) -> None:
+        self.bar = bar
+        self.verbose = verbose and main
+        self.main = main
+        self.writers: list[Any] = []
+
+    def open(
+        self, directory: Path | None, tensorboard: bool, resume_at: tuple[int, int] | None
+    ) -> None:
+        """Open metrics files (and TensorBoard) in ``directory``; resumed runs continue them."""
+        if directory is None or not self.main:
+            return
+        self.writers = [MetricsWriter(directory, resume_at)]
+        if tensorboard:
+            self.writers.append(TensorBoardWriter(directory / "tensorboard"))
+
+    def start(self, epochs: int, device: Any, max_grad_norm: float | None) -> None:
+        if self.verbose:
+            print(f"Training for {epochs} epochs...\nDevice: {device}")
+            print(f"Max gradient norm: {max_grad_norm}\n" + "-" * 70)
+
+    def start_epoch(self, epoch: int, epochs: int, total: int | None, initial: int) -> None:
+        if self.main:
+            self.bar.start_epoch(epoch, epochs, total, initial=initial)
+
+    def steps(self, records: list[Any]) -> None:
+        """Show and write the step records that just reached the host."""
+        if not self.main or not records:
+            return
+        last = records[-1]
+        self.bar.show(last.loss, last.lr, last.grad_norm)
+        rows = [{"kind": "step", **r.as_dict()} for r in records]
+        for w in self.writers:
+            w.write(rows)
+        if self.verbose and not self.bar.visible:
+            print(
+                f"Epoch {last.epoch} step {last.step + 1} "
+                f"Loss: {last.loss:.6f} LR: {last.lr:.6f} Grad norm: {last.grad_norm:.4f}"
+            )
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        """Write an epoch row and print the guide's summary."""
+        if not self.main:
+            return
+        for w in self.writers:
+            w.write([{"kind": "epoch", **row}])
+        if self.verbose:
+            print(f"\nEpoch {row['epoch']} Summary:\n  Train Loss: {row['train_loss']:.6f}")
+            if row["val_loss"] is not None:
+                print(f"  Val Loss: {row['val_loss']:.6f}")
+            if row["val_accuracy"] is not None:
+                print(f"  Val Accuracy: {row['val_accuracy']:.4f}")
+            print(f"  Learning Rate: {row['lr']:.6f}\n" + "-" * 70)
+
+    def message(self, text: str) -> None:
+        if self.verbose:
+            print(text)
+
+    def close(self) -> None:
+        for w in self.writers:
+            w.close()
+        self.writers = []
+        self.bar.close()
 
 
 def tensorboard_installed() -> bool:

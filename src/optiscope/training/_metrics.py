@@ -1,22 +1,25 @@
-"""On-device metric buffers, copied to the host once per log point.
+"""What the trainer recorded, kept once: per-step records, per-epoch values, pending steps.
 
 Calling ``loss.item()`` every step forces the host to wait for the device, which stalls
-the CUDA queue (and costs a few microseconds even on CPU). The trainer instead keeps the
-detached 0-d tensors of each step in Python lists and copies them all to the host with a
-single ``tolist()`` at a log point (every ``log_interval`` optimizer steps, at the end of
-an epoch, before a checkpoint).
+the CUDA queue (and costs a few microseconds even on CPU). The trainer keeps each step's
+detached 0-d tensors in :class:`History`'s pending list and copies them all to the host
+with a single ``tolist()`` at a log point (every ``log_interval`` optimizer steps, at the
+end of an epoch, before a checkpoint). The guide's lists (``trainer.grad_norms``, ...)
+are read-only views of the records, never copies.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-__all__ = ["StepRecord", "MetricBuffer"]
+from optiscope.clipping import ClipResult
+
+__all__ = ["StepRecord", "History", "View"]
 
 
 @dataclass(slots=True)
@@ -24,12 +27,12 @@ class StepRecord:
     """What happened at one optimizer step, as host numbers.
 
     Attributes:
-        step: Optimizer step index (0-based, counted across epochs).
+        step: Optimizer step index (0-based, counted across epochs, skipped steps included).
         epoch: Epoch index (1-based, as the guide prints it).
         loss: Mean loss of the step's micro-batches (sample-weighted).
         grad_norm: Total gradient norm before clipping.
         lr: Learning rate of the first param group used for this update.
-        clipped: Whether the clipper scaled the gradients down (None: not known).
+        clipped: Whether the clipper changed the gradients (None: it did not say).
         skipped: Whether the update was skipped (non-finite loss or gradient).
     """
 
@@ -53,139 +56,208 @@ class StepRecord:
         }
 
 
+class View(Sequence):
+    """A read-only view of a list (or of one attribute of a list of records).
+
+    Compares equal to any sequence with the same items, so ``trainer.train_losses ==
+    [0.5, 0.4]`` reads as it would for a list.
+
+    Example:
+        >>> View([StepRecord(0, 1, 0.5, 2.0, 0.1, None, False)], "loss")
+        View([0.5])
+    """
+
+    __slots__ = ("_items", "_attr")
+
+    def __init__(self, items: list[Any], attr: str | None = None) -> None:
+        self._items = items
+        self._attr = attr
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return list(self)[index]
+        item = self._items[index]
+        return item if self._attr is None else getattr(item, self._attr)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._attr is None:
+            return iter(self._items)
+        return (getattr(r, self._attr) for r in self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    def __add__(self, other: Sequence) -> list[Any]:
+        return [*self, *other]
+
+    def __radd__(self, other: Sequence) -> list[Any]:
+        return [*other, *self]
+
+    def __repr__(self) -> str:
+        return f"View({list(self)!r})"
+
+
 @dataclass(slots=True)
-class _PendingStep:
+class _Pending:
     step: int
     epoch: int
     losses: list[torch.Tensor]
     sizes: list[int]
-    grad_norm: torch.Tensor
+    norm: torch.Tensor
+    clip: ClipResult | None  # None: a torch-style clipper that returns only the norm
     lr: float | torch.Tensor
-    clipped: torch.Tensor | None
-    skipped: bool | None  # None: only known on the device (nonfinite="ignore")
-    found_inf: torch.Tensor | None
+    skipped: bool
 
 
 @dataclass
-class MetricBuffer:
-    """Collects per-step tensors and the running epoch loss without touching the host.
+class History:
+    """Every value the trainer recorded, each kept once.
 
-    ``add_micro_batch`` and ``end_step`` only append references; ``flush`` copies every
-    pending value with one ``tolist()`` and returns :class:`StepRecord` s.
+    Attributes:
+        steps: One :class:`StepRecord` per optimizer step that reached the host.
+        train_losses: Mean training loss of each epoch (applied steps only).
+        val_losses: Validation loss of each :meth:`AdvancedTrainer.validate` call.
+        val_accuracies: Its accuracy (None where it cannot be computed).
     """
 
+    steps: list[StepRecord] = field(default_factory=list)
+    train_losses: list[float] = field(default_factory=list)
+    val_losses: list[float] = field(default_factory=list)
+    val_accuracies: list[float | None] = field(default_factory=list)
     epoch_loss_sum: float = 0.0
     epoch_samples: int = 0
-    _losses: list[torch.Tensor] = field(default_factory=list)
-    _sizes: list[int] = field(default_factory=list)
-    _pending: list[_PendingStep] = field(default_factory=list)
+    losses: list[torch.Tensor] = field(default_factory=list)  # this step's micro-batches
+    sizes: list[int] = field(default_factory=list)
+    pending: list[_Pending] = field(default_factory=list)
 
     def add_micro_batch(self, loss: torch.Tensor, n: int) -> None:
-        """Keep ``loss`` (already detached) of a micro-batch of ``n`` samples."""
-        self._losses.append(loss)
-        self._sizes.append(n)
+        """Keep the detached ``loss`` of a micro-batch of ``n`` samples (no host sync)."""
+        self.losses.append(loss)
+        self.sizes.append(n)
+
+    def step_loss_sum(self) -> torch.Tensor:
+        """Sum of this step's micro-batch losses: non-finite if any of them is."""
+        return self.losses[0] if len(self.losses) == 1 else torch.stack(self.losses).sum()
 
     def end_step(
         self,
         step: int,
         epoch: int,
-        grad_norm: torch.Tensor,
+        norm: torch.Tensor,
+        clip: ClipResult | None,
         lr: float | torch.Tensor,
-        clipped: torch.Tensor | None,
-        skipped: bool | None,
-        found_inf: torch.Tensor | None = None,
+        skipped: bool,
     ) -> None:
-        self._pending.append(
-            _PendingStep(
-                step,
-                epoch,
-                self._losses,
-                self._sizes,
-                grad_norm if not grad_norm.requires_grad else grad_norm.detach(),
-                lr,
-                clipped,
-                skipped,
-                found_inf,
-            )
-        )
-        self._losses, self._sizes = [], []
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
+        """Close the optimizer step: its micro-batch losses become one pending record."""
+        norm = norm.detach() if norm.requires_grad else norm
+        pending = _Pending(step, epoch, self.losses, self.sizes, norm, clip, lr, skipped)
+        self.pending.append(pending)
+        self.losses, self.sizes = [], []
 
     def flush(
-        self,
-        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        clip_threshold: float | None = None,
+        self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
     ) -> list[StepRecord]:
-        """Copy every pending step to the host (one device sync) and return the records.
+        """Copy every pending step to the host (one device sync) and return the new records.
 
         Args:
             reduce: Applied to the flat tensor of pending values before the copy; under
                 DDP the mean over ranks (norms, lrs and flags agree across ranks already,
                 so only the losses change).
-            clip_threshold: For clippers that report no ``clipped`` flag, a step counts
-                as clipped when its norm exceeds this.
         """
-        if not self._pending:
+        pending, self.pending = self.pending, []
+        if not pending:
             return []
-        pending = self._pending
+        device = pending[0].norm.device
+        clips = [p.clip for p in pending if p.clip is not None]
+        tensor_lrs = [p.lr for p in pending if isinstance(p.lr, torch.Tensor)]
         # One stack per kind of value (not one op per value), then one copy to the host.
-        groups = [
-            [t for p in pending for t in p.losses],
-            [p.grad_norm for p in pending],
-            [p.clipped for p in pending if p.clipped is not None],
-            [p.found_inf for p in pending if p.found_inf is not None],
-            [p.lr for p in pending if isinstance(p.lr, torch.Tensor)],
+        parts = [
+            torch.stack([t for p in pending for t in p.losses]),
+            torch.stack([p.norm for p in pending]),
+            ClipResult.clipped_flags(clips),
+            torch.stack(tensor_lrs) if tensor_lrs else torch.zeros(0),
         ]
-        device = pending[0].grad_norm.device
-        flat = torch.cat(
-            [torch.stack(g).to(device=device, dtype=torch.float32).reshape(-1) for g in groups if g]
-        )
-        if reduce is not None:
-            flat = reduce(flat)
-        values = flat.tolist()
-        sizes = [len(g) for g in groups]
-        starts = [sum(sizes[:k]) for k in range(len(sizes))]
-        losses_at, norm_at, clip_at, inf_at, lr_at = (iter(values[a:]) for a in starts)
+        flat = torch.cat([t.to(device, torch.float32).reshape(-1) for t in parts])
+        values = iter((flat if reduce is None else reduce(flat)).tolist())
+        sizes = [len(t.reshape(-1)) for t in parts]
+        losses_at, norms, flags, lrs = (iter([next(values) for _ in range(k)]) for k in sizes)
         records = []
         for p in pending:
             losses = [next(losses_at) for _ in p.losses]
-            norm = next(norm_at)
-            if p.clipped is not None:
-                clipped = bool(next(clip_at))
-            else:
-                clipped = None if clip_threshold is None else norm > clip_threshold
-            skipped = p.skipped
-            if p.found_inf is not None:
-                found = bool(next(inf_at))
-                skipped = found if skipped is None else skipped
-            lr = next(lr_at) if isinstance(p.lr, torch.Tensor) else float(p.lr)
+            norm = next(norms)
+            clipped = None if p.clip is None else bool(next(flags))
+            lr = next(lrs) if isinstance(p.lr, torch.Tensor) else float(p.lr)
             n = sum(p.sizes)
             loss = sum(v * s for v, s in zip(losses, p.sizes)) / n if n else math.nan
             # A skipped step left the weights alone; its (non-finite) loss would poison
             # the epoch mean, so it is reported per step but not averaged.
-            if not skipped:
+            if not p.skipped:
                 self.epoch_loss_sum += loss * n
                 self.epoch_samples += n
-            records.append(StepRecord(p.step, p.epoch, loss, norm, lr, clipped, bool(skipped)))
-        self._pending = []
+            records.append(StepRecord(p.step, p.epoch, loss, norm, lr, clipped, p.skipped))
+        self.steps.extend(records)
         return records
-
-    def epoch_mean(self) -> float:
-        """Sample-weighted mean training loss of the epoch so far (NaN if nothing yet)."""
-        return self.epoch_loss_sum / self.epoch_samples if self.epoch_samples else math.nan
 
     def reset_epoch(self) -> None:
         self.epoch_loss_sum, self.epoch_samples = 0.0, 0
-        self._losses, self._sizes, self._pending = [], [], []
+        self.losses, self.sizes, self.pending = [], [], []
 
     def state_dict(self) -> dict[str, Any]:
-        # Only called right after flush(), so nothing pending is lost.
-        return {"epoch_loss_sum": self.epoch_loss_sum, "epoch_samples": self.epoch_samples}
+        """Plain data for a checkpoint (call after :meth:`flush`: nothing pending)."""
+        return {
+            "steps": _records_to_columns(self.steps),
+            "train_losses": torch.tensor(self.train_losses, dtype=torch.float64),
+            "val_losses": torch.tensor(self.val_losses, dtype=torch.float64),
+            # -1: no accuracy for that validation.
+            "val_accuracies": torch.tensor(
+                [-1.0 if a is None else a for a in self.val_accuracies], dtype=torch.float64
+            ),
+            "epoch_loss_sum": self.epoch_loss_sum,
+            "epoch_samples": self.epoch_samples,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.reset_epoch()
+        self.steps = _records_from_columns(state["steps"])
+        self.train_losses = state["train_losses"].tolist()
+        self.val_losses = state["val_losses"].tolist()
+        self.val_accuracies = [None if a < 0 else a for a in state["val_accuracies"].tolist()]
         self.epoch_loss_sum = float(state["epoch_loss_sum"])
         self.epoch_samples = int(state["epoch_samples"])
+
+
+# Per-step history is stored as tensor columns: saving a long run's checkpoint every few
+# steps stays cheap (no per-step dicts to pickle), and float64 round-trips exactly.
+_COLUMNS = {
+    "step": torch.int64,
+    "epoch": torch.int64,
+    "loss": torch.float64,
+    "grad_norm": torch.float64,
+    "lr": torch.float64,
+    "clipped": torch.int8,  # -1: the clipper did not say
+    "skipped": torch.bool,
+}
+
+
+def _records_to_columns(records: list[StepRecord]) -> dict[str, torch.Tensor]:
+    def value(r: StepRecord, name: str) -> Any:
+        v = getattr(r, name)
+        return -1 if v is None else v
+
+    return {
+        name: torch.tensor([value(r, name) for r in records], dtype=dtype)
+        for name, dtype in _COLUMNS.items()
+    }
+
+
+def _records_from_columns(columns: dict[str, torch.Tensor]) -> list[StepRecord]:
+    lists = [columns[name].tolist() for name in _COLUMNS]
+    return [
+        StepRecord(step, epoch, loss, norm, lr, None if clip < 0 else bool(clip), skipped)
+        for step, epoch, loss, norm, lr, clip, skipped in zip(*lists)
+    ]

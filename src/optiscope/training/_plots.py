@@ -34,32 +34,34 @@ def plot_training_curves(
     """
     import matplotlib.pyplot as plt
 
-    epochs = list(range(1, len(trainer.train_losses) + 1))
-    val_epochs = list(range(1, len(trainer.val_losses) + 1))
+    train_losses, val_losses = list(trainer.train_losses), list(trainer.val_losses)
+    lrs, grad_norms = list(trainer.learning_rates), list(trainer.grad_norms)
+    epochs = list(range(1, len(train_losses) + 1))
+    val_epochs = list(range(1, len(val_losses) + 1))
     fig, axes = plt.subplots(2, 2, figsize=(15, 10))
     ax = axes[0, 0]
-    ax.plot(epochs, trainer.train_losses, label="Train", linewidth=2)
-    ax.plot(val_epochs, trainer.val_losses, label="Validation", linewidth=2)
+    ax.plot(epochs, train_losses, label="Train", linewidth=2)
+    ax.plot(val_epochs, val_losses, label="Validation", linewidth=2)
     ax.set(xlabel="Epoch", ylabel="Loss", title="Training and Validation Loss")
     ax.legend()
     ax.grid(True, alpha=0.3)
     ax = axes[0, 1]
-    ax.plot(trainer.learning_rates, linewidth=1)
+    ax.plot(lrs, linewidth=1)
     ax.set(xlabel="Optimizer step", ylabel="Learning Rate", title="Learning Rate Schedule")
     ax.grid(True, alpha=0.3)
     ax = axes[1, 0]
-    norms = [g for g in trainer.grad_norms if math.isfinite(g)]
+    norms = [g for g in grad_norms if math.isfinite(g)]
     if norms:
-        ax.plot(trainer.grad_norms, alpha=0.6)
+        ax.plot(grad_norms, alpha=0.6)
         if min(norms) > 0:
             ax.set_yscale("log")
     ax.set(xlabel="Optimizer step", ylabel="Gradient Norm (pre-clip)", title="Gradient Norms")
     ax.grid(True, alpha=0.3)
     ax = axes[1, 1]
-    positive = all(v > 0 for v in trainer.train_losses + trainer.val_losses if math.isfinite(v))
-    ax.plot(epochs, trainer.train_losses, label="Train", linewidth=2)
-    ax.plot(val_epochs, trainer.val_losses, label="Validation", linewidth=2)
-    if positive and (trainer.train_losses or trainer.val_losses):
+    positive = all(v > 0 for v in train_losses + val_losses if math.isfinite(v))
+    ax.plot(epochs, train_losses, label="Train", linewidth=2)
+    ax.plot(val_epochs, val_losses, label="Validation", linewidth=2)
+    if positive and (train_losses or val_losses):
         ax.set_yscale("log")
     ax.set(xlabel="Epoch", ylabel="Loss (log scale)", title="Loss (Log Scale)")
     ax.legend()
