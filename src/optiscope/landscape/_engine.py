@@ -128,7 +128,7 @@ def evaluate_points(
     coefs = _check_coefs(coefs, len(directions))
     bl = as_batch_loss(loss_fn)
     measures = resolve_metrics(metrics)
-    names = check_directions(model, directions)
+    names, directions = check_directions(model, directions)
     device = _device(model, names, settings.device)
     sums = torch.zeros((len(coefs), len(measures), 2), dtype=torch.float64, device=device)
     info: dict[str, Any] = {"samples": 0, "batches": 0}

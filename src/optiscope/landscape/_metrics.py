@@ -154,10 +154,21 @@ def _accuracy_task(bl: BatchLoss, pred: Any, target: Any) -> str:
 
 def check_directions(
     model: nn.Module, directions: Sequence[Mapping[str, torch.Tensor]]
-) -> list[str]:
-    """Validate direction dicts against the model; return the names they touch, in order."""
+) -> tuple[list[str], list[dict[str, torch.Tensor]]]:
+    """Validate direction dicts against the model.
+
+    A tied parameter may be named by any of its names (a ``state_dict`` lists
+    ``lm_head.weight`` beside the ``embed.weight`` it shares); entries are keyed by the
+    name ``named_parameters`` gives it, and two names of one tensor must agree.
+
+    Returns:
+        The parameter names the directions touch (in the model's order) and the
+        directions keyed by those names.
+    """
     params = dict(model.named_parameters())
+    canonical = _canonical_names(model)
     touched: set[str] = set()
+    out = []
     for k, d in enumerate(directions):
         if not isinstance(d, Mapping):
             raise TypeError(
@@ -165,22 +176,40 @@ def check_directions(
             )
         if not d:
             raise ValueError(f"direction {k + 1} is empty")
+        keyed: dict[str, torch.Tensor] = {}
         for name, t in d.items():
-            _check_entry(k, name, t, params)
-        touched.update(d)
-    return [n for n in params if n in touched]
+            _check_entry(k, name, t, params, canonical)
+            main = canonical[name]
+            if main in keyed and not torch.equal(keyed[main], t):
+                raise ValueError(
+                    f"direction {k + 1} gives different tensors for {main!r} and {name!r}, "
+                    "which are one tied parameter"
+                )
+            keyed[main] = t
+        touched.update(keyed)
+        out.append(keyed)
+    return [n for n in params if n in touched], out
 
 
-def _check_entry(k: int, name: str, t: Any, params: dict[str, torch.Tensor]) -> None:
-    if name not in params:
+def _canonical_names(model: nn.Module) -> dict[str, str]:
+    first: dict[int, str] = {}
+    names = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names[name] = first.setdefault(id(p), name)
+    return names
+
+
+def _check_entry(
+    k: int, name: str, t: Any, params: dict[str, torch.Tensor], canonical: dict[str, str]
+) -> None:
+    if name not in canonical:
         raise ValueError(
             f"direction {k + 1} names {name!r}, which is not a parameter of the model; "
             f"the parameter names are: {', '.join(params)}"
         )
-    if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(params[name].shape):
-        shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-        raise ValueError(
-            f"direction {k + 1}[{name!r}] has shape {shape}, expected {tuple(params[name].shape)}"
-        )
+    shape = tuple(params[canonical[name]].shape)
+    if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
+        got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"direction {k + 1}[{name!r}] has shape {got}, expected {shape}")
     if not t.is_floating_point():
         raise TypeError(f"direction {k + 1}[{name!r}] must be floating point")
