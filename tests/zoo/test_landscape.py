@@ -176,8 +176,9 @@ def test_same_inputs_same_bits(member):
     model = member.model()
     d1, d2 = L.random_directions(model, 2, seed=5)
     runs = [
-        L.plane(model, member.loss_fn, member.loader(), d1=d1, d2=d2, num_points=3,
-                progress=False)  # fmt: skip
+        L.plane(
+            model, member.loss_fn, member.loader(), d1=d1, d2=d2, num_points=3, progress=False
+        )  # fmt: skip
         for _ in range(2)
     ]
     np.testing.assert_array_equal(runs[0].loss, runs[1].loss)
