@@ -101,9 +101,10 @@ def _prefix(s: Setup, x: torch.Tensor) -> torch.Tensor:
 
 def prepare(s: Setup, batch: Any, first_layer: bool) -> Prepared:
     """Split ``batch`` once and, with first-layer algebra, compute its prefix."""
+    if not first_layer:
+        return Prepared(batch, None, s.bl.size(batch), None)
     args, _, target = s.bl.split(batch)
-    pre = _prefix(s, args[0]) if first_layer else None
-    return Prepared(batch, target, s.bl.size(batch), pre)
+    return Prepared(batch, target, s.bl.size(batch), _prefix(s, args[0]))
 
 
 def _scalar(loss: Any) -> torch.Tensor:
