@@ -32,9 +32,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from optiscope._internal.checks import check_bool, check_choice, check_optional_int
 from optiscope.batch_loss import BatchLoss
 
-__all__ = ["Plan", "Probe", "VMAP_LAYERS", "probe", "plan"]
+__all__ = ["METHODS", "Plan", "Probe", "GridSettings", "VMAP_LAYERS", "probe", "plan"]
+
+METHODS = ("auto", "vmap", "walk")
 
 # Memory a vmap chunk may use on the CPU: chunks that spill out of the caches run slower
 # (measured on the guide's 2-10-1 network: 512 points per chunk beat both 128 and 2,601).
@@ -56,6 +59,53 @@ VMAP_LAYERS: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh,
     nn.Sigmoid, nn.Softplus, nn.Hardtanh, nn.Softmax, nn.LogSoftmax,
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GridSettings:
+    """How a grid is evaluated (the keyword arguments of ``line`` and ``plane``).
+
+    Attributes:
+        method: ``"auto"`` (the fixed rule above), ``"vmap"`` or ``"walk"``.
+        first_layer: First-layer algebra: None (the rule), True (required), False (never).
+        chunk_size: Grid points per vmap call (None: sized to memory).
+        max_batches: Use only the first batches of a DataLoader.
+        device: Move batches here (default: the parameters' device).
+        train: Evaluate in train mode (walk only; statistics restored afterwards).
+        progress: tqdm bar: None shows it after one second, True always, False never.
+
+    Raises:
+        TypeError: An argument of the wrong kind.
+        ValueError: An unknown method, a count below 1, or ``method="vmap"`` with
+            ``train=True``.
+
+    Example:
+        >>> GridSettings(method="walk", chunk_size=8).first_layer is None
+        True
+        >>> GridSettings(method="fast")
+        Traceback (most recent call last):
+            ...
+        ValueError: method must be one of ('auto', 'vmap', 'walk'), got 'fast'
+    """
+
+    method: str = "auto"
+    first_layer: bool | None = None
+    chunk_size: int | None = None
+    max_batches: int | None = None
+    device: torch.device | str | None = None
+    train: bool = False
+    progress: bool | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("method", self.method, METHODS)
+        for name in ("first_layer", "progress"):
+            if getattr(self, name) is not None:
+                check_bool(name, getattr(self, name))
+        check_optional_int("chunk_size", self.chunk_size, low=1)
+        check_optional_int("max_batches", self.max_batches, low=1)
+        check_bool("train", self.train)
+        if self.train and self.method == "vmap":
+            raise ValueError("method='vmap' cannot evaluate in train mode; use 'walk' or 'auto'")
 
 
 @dataclass(frozen=True)
@@ -141,12 +191,9 @@ def _auto_method(model: nn.Module, pr: Probe, chunk: int, device: torch.device) 
 def plan(
     model: nn.Module,
     pr: Probe,
+    settings: GridSettings,
     *,
-    method: str,
-    first_layer: bool | None,
     first: nn.Module | None,
-    chunk_size: int | None,
-    train: bool,
     perturbed: int,
     k: int,
     device: torch.device,
@@ -156,11 +203,8 @@ def plan(
     Args:
         model: The network.
         pr: The probe forward's counts.
-        method: ``"auto"``, ``"vmap"`` or ``"walk"``.
-        first_layer: None (the rule), True (required) or False (never).
+        settings: What the caller asked for (``method``, ``first_layer``, ...).
         first: The first affine layer when first-layer algebra is valid, else None.
-        chunk_size: Points per vmap call (None: sized to memory).
-        train: Train-mode evaluation (walk only).
         perturbed: Elements of the perturbed parameters.
         k: Number of directions.
         device: Where the grid is evaluated.
@@ -169,8 +213,9 @@ def plan(
         ValueError: ``first_layer=True`` where the algebra is not valid.
     """
     memory_chunk = _chunk(pr, perturbed, device)
+    method, first_layer = settings.method, settings.first_layer
     if method == "auto":
-        method = "walk" if train else _auto_method(model, pr, memory_chunk, device)
+        method = "walk" if settings.train else _auto_method(model, pr, memory_chunk, device)
     if first_layer and first is None:
         raise ValueError(
             "first_layer=True needs an nn.Sequential starting with Linear or Conv2d, "
@@ -180,4 +225,4 @@ def plan(
         first_layer = first is not None and (
             method == "vmap" or fan_in(first) >= _FL_FAN_IN_PER_TERM * (k + 1)
         )
-    return Plan(method, bool(first_layer), chunk_size or memory_chunk)
+    return Plan(method, bool(first_layer), settings.chunk_size or memory_chunk)

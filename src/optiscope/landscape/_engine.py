@@ -18,7 +18,6 @@ point (in chunks). Two ways to evaluate a chunk (``_kernels``):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,10 +25,9 @@ import torch
 from torch import nn
 
 from optiscope._internal.batches import walk_batches
-from optiscope._internal.checks import check_bool, check_choice, check_optional_int
 from optiscope._internal.restore import preserved
 from optiscope.batch_loss import as_batch_loss
-from optiscope.landscape._choice import Plan, plan, probe
+from optiscope.landscape._choice import METHODS, GridSettings, Plan, plan, probe
 from optiscope.landscape._kernels import Setup, first_layer_split, prepare, vmap_chunk, walk_chunk
 from optiscope.landscape._metrics import (
     Measure,
@@ -39,49 +37,9 @@ from optiscope.landscape._metrics import (
     resolve_metrics,
 )
 
-__all__ = ["evaluate_points", "Settings", "METHODS"]
+__all__ = ["evaluate_points", "GridSettings", "METHODS"]
 
-METHODS = ("auto", "vmap", "walk")
 _WALK_POINTS = 64  # grid points per walk_chunk call
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How a grid is evaluated (the keyword arguments of ``line`` and ``plane``).
-
-    Attributes:
-        method: ``"auto"`` (the fixed rule of ``_choice``), ``"vmap"`` or ``"walk"``.
-        first_layer: First-layer algebra: None (the rule), True (required), False (never).
-        chunk_size: Grid points per vmap call (None: sized to memory).
-        max_batches: Use only the first batches of a DataLoader.
-        device: Move batches here (default: the parameters' device).
-        train: Evaluate in train mode (walk only; statistics restored afterwards).
-        progress: tqdm bar: None shows it after one second, True always, False never.
-
-    Raises:
-        TypeError: An argument of the wrong kind.
-        ValueError: An unknown method, a count below 1, or ``method="vmap"`` with
-            ``train=True``.
-    """
-
-    method: str = "auto"
-    first_layer: bool | None = None
-    chunk_size: int | None = None
-    max_batches: int | None = None
-    device: torch.device | str | None = None
-    train: bool = False
-    progress: bool | None = None
-
-    def __post_init__(self) -> None:
-        check_choice("method", self.method, METHODS)
-        for name in ("first_layer", "progress"):
-            if getattr(self, name) is not None:
-                check_bool(name, getattr(self, name))
-        check_optional_int("chunk_size", self.chunk_size, low=1)
-        check_optional_int("max_batches", self.max_batches, low=1)
-        check_bool("train", self.train)
-        if self.train and self.method == "vmap":
-            raise ValueError("method='vmap' cannot evaluate in train mode; use 'walk' or 'auto'")
 
 
 def evaluate_points(
@@ -93,7 +51,7 @@ def evaluate_points(
     coefs: np.ndarray,
     *,
     metrics: Sequence[str | Metric] | Mapping[str, Metric] = ("loss",),
-    settings: Settings | None = None,
+    settings: GridSettings | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Metrics at ``theta + coefs[p] @ directions`` for every row ``p`` of ``coefs``.
 
@@ -110,7 +68,7 @@ def evaluate_points(
         directions: ``k`` dicts of name -> tensor.
         coefs: ``(P, k)`` grid coordinates.
         metrics: As in :func:`~optiscope.landscape.line`.
-        settings: How to evaluate (default :class:`Settings`).
+        settings: How to evaluate (default :class:`GridSettings`).
 
     Returns:
         ``(values, info)``: ``values`` of shape ``(P, M)`` (float64, on the model's device),
@@ -120,11 +78,11 @@ def evaluate_points(
         >>> m = nn.Linear(2, 1)
         >>> X, y = torch.zeros(4, 2), torch.zeros(4, 1)
         >>> v, info = evaluate_points(m, nn.MSELoss(), X, y, [{"bias": torch.ones(1)}],
-        ...                           np.zeros((3, 1)), settings=Settings(progress=False))
+        ...                           np.zeros((3, 1)), settings=GridSettings(progress=False))
         >>> tuple(v.shape), info["method"]
         ((3, 1), 'vmap')
     """
-    settings = Settings() if settings is None else settings
+    settings = GridSettings() if settings is None else settings
     coefs = _check_coefs(coefs, len(directions))
     bl = as_batch_loss(loss_fn)
     measures = resolve_metrics(metrics)
@@ -180,7 +138,7 @@ def _setup(model: nn.Module, bl: Any, names: list[str], directions: Sequence[Map
 
 
 def _start(
-    s: Setup, batch: Any, measures: list[Measure], settings: Settings, device: torch.device
+    s: Setup, batch: Any, measures: list[Measure], settings: GridSettings, device: torch.device
 ) -> Plan:
     """Probe the first batch, bind the metrics, and apply the rule."""
     s.model.eval()
@@ -189,17 +147,9 @@ def _start(
     split = None if settings.first_layer is False else first_layer_split(s.model, s.bl, batch)
     s.first, s.rest = split if split is not None else (None, None)
     s.model.train(settings.train)
+    perturbed = sum(p.numel() for p in s.params)
     return plan(
-        s.model,
-        pr,
-        method=settings.method,
-        first_layer=settings.first_layer,
-        first=s.first,
-        chunk_size=settings.chunk_size,
-        train=settings.train,
-        perturbed=sum(p.numel() for p in s.params),
-        k=len(s.dirs),
-        device=device,
+        s.model, pr, settings, first=s.first, perturbed=perturbed, k=len(s.dirs), device=device
     )
 
 
@@ -226,7 +176,7 @@ def _run_batch(
     return torch.cat(parts)
 
 
-def _progress(data: Any, settings: Settings, points: int):
+def _progress(data: Any, settings: GridSettings, points: int):
     if settings.progress is False:
         return None
     from tqdm.auto import tqdm

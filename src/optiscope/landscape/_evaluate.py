@@ -12,8 +12,9 @@ from torch import nn
 
 from optiscope._internal.checks import check_int
 from optiscope.batch_loss import BatchLoss
+from optiscope.landscape._choice import GridSettings
 from optiscope.landscape._distributed import active_group, gather_points, shard_bounds
-from optiscope.landscape._engine import Settings, evaluate_points
+from optiscope.landscape._engine import evaluate_points
 from optiscope.landscape._metrics import Metric, resolve_metrics
 from optiscope.landscape._result import Landscape
 
@@ -56,7 +57,7 @@ def _run(
 ) -> tuple[torch.Tensor, dict[str, Any], float]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    settings = Settings(**kw)
+    settings = GridSettings(**kw)
     t0 = time.perf_counter()
     g = active_group(distributed, group)
     start, stop = shard_bounds(len(coefs), g)
