@@ -13,6 +13,12 @@ naive method does. optiscope's first-layer algebra skips part of that work, so i
 figure is an effective rate and may exceed the measured matmul peak.
 ``loss-landscapes`` is a bench extra only; when it is missing it is reported as
 "not available". Run: ``python benchmarks/bench_landscape.py``.
+
+``python benchmarks/bench_landscape.py --rule`` prints the measurements behind the fixed
+rule ``method="auto"`` applies (``landscape/_choice.py``): for plain Sequentials at several
+batch sizes, the FLOPs per layer call the rule reads, its pick, and the vmap and walk
+times per grid point side by side; and the walk with and without first-layer algebra
+against the first layer's fan-in.
 """
 
 from __future__ import annotations
@@ -218,5 +224,61 @@ def _main() -> None:
     print(f"\n(matmul peak for reference: {peak:.1f} GFLOP/s)")
 
 
+def _per_point(model, loss_fn, X, y, n, rounds=3, **kw) -> float:
+    """Best-of-rounds milliseconds per grid point of an ``n x n`` plane."""
+    d1, d2 = landscape.random_directions(model, 2, seed=0)
+    landscape.plane(model, loss_fn, X, y, d1=d1, d2=d2, num_points=2, progress=False, **kw)
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        landscape.plane(model, loss_fn, X, y, d1=d1, d2=d2, num_points=n, progress=False, **kw)
+        best = min(best, time.perf_counter() - t0)
+    return best / (n * n) * 1e3
+
+
+def rule_table() -> None:
+    """The sweep behind the rule: vmap vs walk, and the walk's first-layer algebra."""
+    from optiscope.batch_loss import as_batch_loss
+    from optiscope.landscape._choice import probe
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    ce, bce = nn.CrossEntropyLoss(), nn.BCEWithLogitsLoss()
+    nets = {
+        "2-10-1": (lambda: nn.Sequential(nn.Linear(2, 10), nn.ReLU(), nn.Linear(10, 1)), 2, bce),
+        "MLP 64-256-128-10": (digits_mlp, 64, ce),
+        "CNN with BatchNorm": (lambda: digits_cnn(8), (1, 8, 8), ce),
+    }
+    print(f"{'model':<20}{'N':>6}{'FLOP/call':>11}{'rule':>6}{'vmap ms':>9}{'walk ms':>9}  faster")
+    for name, (build, shape, lf) in nets.items():
+        for n in (16, 64, 256, 1024):
+            model = build().eval()
+            X = torch.randn(n, *((shape,) if isinstance(shape, int) else shape))
+            y = torch.rand(n, 1).round() if lf is bce else torch.randint(0, 10, (n,))
+            pr = probe(model, as_batch_loss(lf), (X, y))
+            d1, d2 = landscape.random_directions(model, 2, seed=0)
+            pick = landscape.plane(model, lf, X, y, d1=d1, d2=d2, num_points=2,
+                                   progress=False).metadata["method"]  # fmt: skip
+            k = 8 if n <= 256 else 5
+            tv = _per_point(model, lf, X, y, k, method="vmap")
+            tw = _per_point(model, lf, X, y, k, method="walk")
+            fast = "vmap" if tv < tw else "walk"
+            print(f"{name:<20}{n:>6}{pr.flops / max(pr.calls, 1):>11.0f}{pick:>6}"
+                  f"{tv:>9.4f}{tw:>9.4f}  {fast} {max(tv, tw) / min(tv, tw):.2f}x")  # fmt: skip
+    print(f"\n{'first layer':<20}{'fan-in':>7}{'walk ms':>9}{'+algebra':>9}  ratio")
+    cases = [(f"Linear({f}, 256)", f, nn.Linear(f, 256), (f,)) for f in (8, 16, 32, 64, 128)]
+    cases += [(f"Conv2d({c}, 16, 3)", 9 * c, nn.Conv2d(c, 16, 3, padding=1), (c, 8, 8))
+              for c in (1, 3, 8)]  # fmt: skip
+    for name, fan, first, shape in cases:
+        model = nn.Sequential(first, nn.ReLU(), nn.Flatten(), nn.LazyLinear(10)).eval()
+        X, y = torch.randn(1024, *shape), torch.randint(0, 10, (1024,))
+        model(X)  # materialise the lazy layer
+        a = _per_point(model, ce, X, y, 4, method="walk", first_layer=False)
+        b = _per_point(model, ce, X, y, 4, method="walk", first_layer=True)
+        print(f"{name:<20}{fan:>7}{a:>9.3f}{b:>9.3f}  {a / b:.2f}x")
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    rule_table() if "--rule" in sys.argv else main()

@@ -221,7 +221,10 @@ def test_landscape_along_the_directions_curves_by_the_eigenvalues(mlp_2_10_1):
     lam = p.eigvals.flip(0)[:2]
     h = 0.05
     for d, expected in ((d1, lam[0]), (d2, lam[1])):
-        loss = landscape.line(p.model, p.loss_fn, p.X, p.y, d, (-h, h), 3, progress=False)
+        loss = landscape.line(
+            p.model, p.loss_fn, p.X, p.y, direction=d, alpha_range=(-h, h), num_points=3,
+            progress=False,
+        )
         f = loss.values["loss"]
         assert (f[0] - 2 * f[1] + f[2]) / h**2 == pytest.approx(float(expected), rel=2e-2)
     plane = landscape.plane(

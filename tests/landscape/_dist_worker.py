@@ -54,6 +54,7 @@ def main() -> None:
                 loss=ls.loss,
                 acc=ls["accuracy"],
                 world=ls.metadata["world_size"],
+                method=ls.metadata["method"],
                 local=ls.metadata["local_points"],
             )
     finally:

@@ -113,6 +113,23 @@ class TestRandomDirection:
         with pytest.raises(ValueError):
             L.random_direction(nn.Linear(2, 2), **kwargs)
 
+    @pytest.mark.parametrize(
+        ("kwargs", "error", "match"),
+        [
+            ({"n": "2"}, TypeError, "n must be an integer"),
+            ({"n": 2.0}, TypeError, "n must be an integer"),
+            ({"n": True}, TypeError, "n must be an integer"),
+            ({"n": 0}, ValueError, "n must be an integer >= 1"),
+            ({"seed": "0"}, TypeError, "seed"),
+            ({"seed": -1}, ValueError, "seed"),
+            ({"normalization": 1}, TypeError, "normalization"),
+            ({"normalization": "filters"}, ValueError, "normalization"),
+        ],
+    )
+    def test_random_directions_kind_and_value_errors(self, kwargs, error, match):
+        with pytest.raises(error, match=match):
+            L.random_directions(nn.Linear(2, 2), **kwargs)
+
     @settings(max_examples=25, deadline=None)
     @given(
         out_f=st.integers(1, 6),

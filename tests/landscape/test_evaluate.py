@@ -242,7 +242,6 @@ class TestBadInput:
             ({"direction": {"5.weight": torch.zeros(1)}}, "not a parameter"),
             ({"direction": {"0.weight": torch.zeros(2, 4)}}, "shape"),
             ({"direction": {}}, "empty"),
-            ({"direction": None}, "required"),
             ({"method": "fast"}, "method"),
             ({"metrics": ("loss", "f1")}, "unknown metric"),
             ({"metrics": ()}, "empty"),
@@ -278,9 +277,15 @@ class TestBadInput:
                 num_points=3,
             )
 
-    def test_plane_needs_two_directions(self):
-        with pytest.raises(ValueError, match="required"):
+    def test_directions_are_required_keywords(self):
+        with pytest.raises(TypeError, match="d2"):
             L.plane(self.model, nn.MSELoss(), self.X, self.y, d1=self.d)
+        with pytest.raises(TypeError, match="direction"):
+            L.line(self.model, nn.MSELoss(), self.X, self.y)
+        with pytest.raises(TypeError, match="positional"):
+            L.line(self.model, nn.MSELoss(), self.X, self.y, self.d)
+        with pytest.raises(TypeError, match="direction 1 must be a dict"):
+            self._line(direction=None)
 
     def test_wrong_types(self):
         with pytest.raises(TypeError):

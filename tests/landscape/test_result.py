@@ -55,6 +55,28 @@ class TestLandscape:
         assert back.betas is None and not back.is_2d
         np.testing.assert_array_equal(back.loss, np.arange(4.0))
 
+    def test_save_writes_exactly_the_name_and_leaves_no_temp_files(self, tmp_path):
+        ls = L.Landscape(np.linspace(0, 1, 4), None, {"loss": np.arange(4.0)})
+        path = ls.save(tmp_path / "line")  # no suffix: nothing is appended
+        assert path == tmp_path / "line" and path.is_file()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["line"]
+
+    def test_two_writers_of_one_path_do_not_collide(self, tmp_path):
+        # A fixed "<name>.tmp" made concurrent writers truncate each other's file.
+        from concurrent.futures import ThreadPoolExecutor
+
+        lines = [
+            L.Landscape(np.linspace(0, 1, 64), None, {"loss": np.full(64, float(k))})
+            for k in range(8)
+        ]
+        target = tmp_path / "shared.npz"
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda ls: ls.save(target), lines * 4))
+        back = L.Landscape.load(target)
+        assert back.loss[0] in range(8)
+        np.testing.assert_array_equal(back.loss, np.full(64, back.loss[0]))
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.npz"]
+
     def test_load_rejects_other_files(self, tmp_path):
         np.savez(tmp_path / "x.npz", a=np.zeros(3))
         with pytest.raises(ValueError, match="cannot read"):
@@ -126,8 +148,12 @@ class TestPlots:
         ls = _plane(lambda a, b: a**2 + b**2)
         fig = L.plot_surface(ls, path=tmp_path / "s.png")
         assert (tmp_path / "s.png").stat().st_size > 0
+        # Each face of the surface is coloured by the mean of its four corner losses.
         surf = fig.axes[0].collections[0]
-        assert surf is not None
+        v = ls.loss
+        corners = (v[:-1, :-1] + v[1:, :-1] + v[:-1, 1:] + v[1:, 1:]) / 4
+        faces = np.asarray(surf.get_array())
+        np.testing.assert_allclose(np.sort(faces), np.sort(corners.ravel()))
         fig = L.plot_trajectory(
             ls, np.array([[0.8, 1.5], [0.2, 0.1]]), explained=np.array([0.7, 0.2])
         )

@@ -121,7 +121,8 @@ def landscape_figures(
         fig, ax = plt.subplots(figsize=(8, 5))
         sharp = []
         for k, d in enumerate(dirs[: cfg.num_directions]):
-            ls = L.line(model, loss_fn, data, targets, d, span, cfg.line_points, metrics, **common)
+            ls = L.line(model, loss_fn, data, targets, direction=d, alpha_range=span,
+                        num_points=cfg.line_points, metrics=metrics, **common)  # fmt: skip
             L.plot_line(ls, ax=ax, label=f"direction {k + 1}")
             sharp.append(ls.sharpness().curvature[0])
             if k == 0:
@@ -141,8 +142,8 @@ def landscape_figures(
         _progress(echo, f"1-D landscape: {len(sharp)} x {cfg.line_points} points", t0)
     if cfg.plane or cfg.surface:
         ls = L.plane(
-            model, loss_fn, data, targets, dirs[0], dirs[1], span, None, cfg.plane_points,
-            metrics, **common,
+            model, loss_fn, data, targets, d1=dirs[0], d2=dirs[1], alpha_range=span,
+            num_points=cfg.plane_points, metrics=metrics, **common,
         )  # fmt: skip
         ls.save(fig_dir / "plane.npz")
         log = bool(ls.loss.max() > 20 * max(ls.loss.min(), 1e-12))
@@ -219,8 +220,9 @@ def _trajectory_figure(model, loss_fn, data, targets, cfg, fig_dir, trajectory, 
     # The PCA directions are unit vectors, so the plane must be sized to the path.
     reach = np.abs(coords).max(axis=0) * 1.25 + 1e-8
     ls = L.plane(
-        model, loss_fn, data, targets, d1, d2, (-reach[0], reach[0]),
-        (-reach[1], reach[1]), cfg.plane_points, metrics, **common,
+        model, loss_fn, data, targets, d1=d1, d2=d2, alpha_range=(-reach[0], reach[0]),
+        beta_range=(-reach[1], reach[1]), num_points=cfg.plane_points, metrics=metrics,
+        **common,
     )  # fmt: skip
     ls.save(fig_dir / "trajectory_plane.npz")
     log = bool(ls.loss.max() > 20 * max(ls.loss.min(), 1e-12))
@@ -307,8 +309,9 @@ def curvature_figures(
     centre = None
     for label, d in (("top Hessian eigenvector", top), ("random unit direction", rnd)):
         # Only rank 0 computes curvature under torchrun, so these lines are not sharded.
-        ls = L.line(model, loss_fn, data, targets, d, (-radius, radius), 41, max_batches=mb,
-                    progress=False, distributed=False)  # fmt: skip
+        ls = L.line(model, loss_fn, data, targets, direction=d, alpha_range=(-radius, radius),
+                    num_points=41, max_batches=mb, progress=False,
+                    distributed=False)  # fmt: skip
         L.plot_line(ls, ax=ax, label=label)
         centre = ls.loss[len(ls.loss) // 2] if centre is None else centre
     a = np.linspace(-radius, radius, 101)

@@ -8,6 +8,7 @@ Use as a module::
     ls.plot(); ls.plot_surface(); ls.save("plane.npz")
 """
 
+from optiscope.landscape._choice import GridSettings
 from optiscope.landscape._directions import (
     Direction,
     axis_direction,
@@ -51,6 +52,7 @@ __all__ = [
     "random_direction",
     "random_directions",
     "evaluate_points",
+    "GridSettings",
     "grid_coordinates",
     "line",
     "plane",

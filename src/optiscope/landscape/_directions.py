@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
 import torch
 from torch import nn
+
+from optiscope._internal.checks import check_choice, check_int, check_seed
 
 __all__ = [
     "Direction",
@@ -94,8 +95,7 @@ def axis_direction(model: nn.Module, param_name: str, index: int = 0) -> Directi
     """
     name = find_parameter(model, param_name)
     p = dict(model.named_parameters())[name]
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
-        raise TypeError(f"index must be an int, got {type(index).__name__}")
+    index = check_int("index", index)
     if not -p.numel() <= index < p.numel():
         raise ValueError(
             f"index {index} is out of range for {name!r} with {p.numel()} elements "
@@ -109,10 +109,18 @@ def axis_direction(model: nn.Module, param_name: str, index: int = 0) -> Directi
 
 
 def _check_normalization(normalization: str, ignore: str | None) -> None:
-    if normalization not in _NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
-    if ignore not in ("biasbn", None):
-        raise ValueError(f"ignore must be 'biasbn' or None, got {ignore!r}")
+    check_choice("normalization", normalization, _NORMALIZATIONS)
+    if ignore is not None:
+        check_choice("ignore", ignore, ("biasbn",))
+
+
+def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
+    seed = check_seed(seed)
+    if seed is not None and generator is not None:
+        raise ValueError("pass seed or generator, not both")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    return generator if seed is None else torch.Generator().manual_seed(seed)
 
 
 def _filter_scale(d: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -160,10 +168,7 @@ def random_direction(
         True
     """
     _check_normalization(normalization, ignore)
-    if seed is not None and generator is not None:
-        raise ValueError("pass seed or generator, not both")
-    if seed is not None:
-        generator = torch.Generator().manual_seed(int(seed))
+    generator = _generator(seed, generator)
     params = [(n, p.detach()) for n, p in model.named_parameters()]
     if not params:
         raise ValueError("model has no parameters")
@@ -254,6 +259,7 @@ def random_directions(
         A list of ``n`` directions.
 
     Raises:
+        TypeError: ``n`` or ``seed`` is not an integer.
         ValueError: ``n < 1`` or bad arguments for :func:`random_direction`.
 
     Example:
@@ -261,12 +267,9 @@ def random_directions(
         >>> abs(float(sum((d1[k] * d2[k]).sum() for k in d1))) < 1e-5
         True
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
-    if seed is not None and generator is not None:
-        raise ValueError("pass seed or generator, not both")
-    if seed is not None:
-        generator = torch.Generator().manual_seed(int(seed))
+    n = check_int("n", n, low=1)
+    _check_normalization(normalization, ignore)
+    generator = _generator(seed, generator)
     dirs: list[Direction] = []
     for _ in range(n):
         d = random_direction(model, normalization, ignore, generator=generator)

@@ -10,6 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from optiscope._internal.checks import check_int
+from optiscope.batch_loss import BatchLoss
+from optiscope.landscape._choice import GridSettings
 from optiscope.landscape._distributed import active_group, gather_points, shard_bounds
 from optiscope.landscape._engine import evaluate_points
 from optiscope.landscape._metrics import Metric, resolve_metrics
@@ -32,14 +35,16 @@ def grid_coordinates(value_range: Sequence[float], num_points: int, name: str = 
     """``np.linspace(low, high, num_points)`` after checking the arguments.
 
     Raises:
+        TypeError: ``num_points`` is not an integer.
         ValueError: ``num_points < 2`` or a range that is not ``low < high``.
+
+    Example:
+        >>> grid_coordinates((-1, 1), 5).tolist()
+        [-1.0, -0.5, 0.0, 0.5, 1.0]
     """
-    if isinstance(num_points, bool) or not isinstance(num_points, (int, np.integer)):
-        raise TypeError(f"num_points must be an int, got {type(num_points).__name__}")
-    if num_points < 2:
-        raise ValueError(f"num_points must be >= 2, got {num_points}")
+    num_points = check_int("num_points", num_points, low=2)
     lo, hi = _check_range(name, value_range)
-    return np.linspace(lo, hi, int(num_points))
+    return np.linspace(lo, hi, num_points)
 
 
 def _describe(d: Mapping[str, torch.Tensor]) -> dict[str, Any]:
@@ -52,8 +57,7 @@ def _run(
 ) -> tuple[torch.Tensor, dict[str, Any], float]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if not callable(loss_fn):
-        raise TypeError("loss_fn must be callable(outputs, targets)")
+    settings = GridSettings(**kw)
     t0 = time.perf_counter()
     g = active_group(distributed, group)
     start, stop = shard_bounds(len(coefs), g)
@@ -67,8 +71,9 @@ def _run(
                 f"{dist.get_world_size(g)} ranks to share it"
             )
     local, info = evaluate_points(
-        model, loss_fn, data, targets, directions, coefs[start:stop], metrics=metrics, group=g, **kw
-    )
+        model, loss_fn, data, targets, directions, coefs[start:stop], metrics=metrics,
+        settings=settings,
+    )  # fmt: skip
     info["local_points"] = stop - start
     full = gather_points(local, start, len(coefs), g)
     # The only host copy: once, at the end.
@@ -96,14 +101,14 @@ def _metadata(model, info, seconds, g_kinds, **extra) -> dict[str, Any]:
 
 def line(
     model: nn.Module,
-    loss_fn: Callable[[torch.Tensor, Any], torch.Tensor],
+    loss_fn: Callable[..., torch.Tensor] | BatchLoss | None,
     data: Any,
     targets: Any = None,
-    direction: Mapping[str, torch.Tensor] | None = None,
+    *,
+    direction: Mapping[str, torch.Tensor],
     alpha_range: Sequence[float] = (-1.0, 1.0),
     num_points: int = 51,
     metrics: Sequence[str | Metric] | Mapping[str, Metric] = ("loss",),
-    *,
     max_batches: int | None = None,
     train: bool = False,
     method: str = "auto",
@@ -118,25 +123,33 @@ def line(
 
     The model is evaluated in eval mode (dropout off, BatchNorm running statistics read,
     never updated) unless ``train=True``, and everything about it is restored
-    bit-for-bit afterwards, also when ``loss_fn`` raises or on Ctrl-C. ``loss_fn`` should
-    return the batch mean; over a DataLoader the batch values are averaged weighted by
-    batch size (the mean over all samples).
+    bit-for-bit afterwards, also when ``loss_fn`` raises or on Ctrl-C. The loss should be
+    the batch mean; over a DataLoader the batch values are averaged weighted by
+    :meth:`~optiscope.batch_loss.BatchLoss.size` (the mean over all samples).
 
     Args:
         model: The network.
-        loss_fn: ``loss_fn(outputs, targets) -> scalar tensor``.
-        data: Input tensor (with ``targets``) or a DataLoader of ``(inputs, targets)``.
+        loss_fn: ``loss_fn(output, target) -> scalar`` (the guide's way), a
+            :class:`~optiscope.batch_loss.BatchLoss`, or None when the model returns its
+            own loss (``.loss`` or ``["loss"]``); see :mod:`optiscope.batch_loss`.
+        data: Input tensor (with ``targets``) or a DataLoader / iterable of batches in any
+            layout the BatchLoss understands (``(x, y)``, ``(x1, ..., xn, y)``, dicts).
         targets: Labels for tensor ``data``; None with a DataLoader.
         direction: ``{param_name: tensor}`` (missing names are zero), e.g. from
             :func:`random_direction` or ``curvature.hessian_directions``.
         alpha_range: ``(low, high)`` of the grid.
         num_points: Grid size (>= 2).
-        metrics: ``"loss"``, ``"accuracy"``, callables ``(outputs, targets)``, or a dict.
+        metrics: ``"loss"``, ``"accuracy"`` (``optiscope._internal.accuracy``'s rules;
+            a ValueError where it cannot be computed: regression, a FunctionLoss),
+            callables ``(outputs, targets)``, or a dict.
         max_batches: Use only the first batches of a DataLoader.
         train: Evaluate in train mode instead (statistics restored afterwards).
-        method: ``"auto"`` (measure), ``"vmap"`` or ``"walk"``; see the engine notes.
-        first_layer: First-layer algebra: None lets vmap use it when the model allows and
-            the walk where it measures faster; True forces it; False never.
+        method: ``"auto"`` (a fixed rule on model, batch and device, never timing: the
+            same inputs give the same bits), ``"vmap"`` or ``"walk"``; see
+            ``landscape/_choice.py``.
+        first_layer: First-layer algebra (valid for an ``nn.Sequential`` starting with
+            Linear/Conv2d called as ``model(x)``): None lets the rule decide; True
+            requires it; False never.
         chunk_size: Grid points per batched call (None: sized to memory).
         device: Move batches here (default: the parameters' device).
         progress: tqdm bar: None shows it after one second, True always, False never.
@@ -147,8 +160,10 @@ def line(
         A 1-D :class:`Landscape`.
 
     Raises:
-        ValueError: Missing/mismatched direction, ``num_points < 2``, bad range, empty
-            data, a non-scalar loss.
+        TypeError: Arguments of the wrong kind (a model that is not a module, a
+            ``loss_fn`` that is none of the above, a batch the BatchLoss cannot read).
+        ValueError: Mismatched direction, ``num_points < 2``, bad range, empty data, a
+            non-scalar loss, a metric that cannot be computed.
 
     Example:
         >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
@@ -159,8 +174,6 @@ def line(
         >>> ls.loss.shape
         (3,)
     """
-    if direction is None:
-        raise ValueError("direction is required: e.g. random_direction(model, seed=0)")
     alphas = grid_coordinates(alpha_range, num_points)
     full, info, secs = _run(
         model,
@@ -180,7 +193,7 @@ def line(
         device=device,
         progress=progress,
     )
-    names = _metric_names(loss_fn, metrics)
+    names = _metric_names(metrics)
     values = {m: full[:, k].numpy() for k, m in enumerate(names)}
     meta = _metadata(model, info, secs, [_describe(direction)], train=train)
     return Landscape(alphas, None, values, meta)
@@ -188,16 +201,16 @@ def line(
 
 def plane(
     model: nn.Module,
-    loss_fn: Callable[[torch.Tensor, Any], torch.Tensor],
+    loss_fn: Callable[..., torch.Tensor] | BatchLoss | None,
     data: Any,
     targets: Any = None,
-    d1: Mapping[str, torch.Tensor] | None = None,
-    d2: Mapping[str, torch.Tensor] | None = None,
+    *,
+    d1: Mapping[str, torch.Tensor],
+    d2: Mapping[str, torch.Tensor],
     alpha_range: Sequence[float] = (-1.0, 1.0),
     beta_range: Sequence[float] | None = None,
     num_points: int | tuple[int, int] = 51,
     metrics: Sequence[str | Metric] | Mapping[str, Metric] = ("loss",),
-    *,
     max_batches: int | None = None,
     train: bool = False,
     method: str = "auto",
@@ -248,8 +261,6 @@ def plane(
         >>> plane(m, nn.MSELoss(), X, y, d1=d1, d2=d2, num_points=(3, 4)).loss.shape
         (3, 4)
     """
-    if d1 is None or d2 is None:
-        raise ValueError("d1 and d2 are required: e.g. random_directions(model, 2, seed=0)")
     n1, n2 = (num_points, num_points) if not isinstance(num_points, tuple) else num_points
     alphas = grid_coordinates(alpha_range, n1)
     betas = grid_coordinates(alpha_range if beta_range is None else beta_range, n2, "beta_range")
@@ -273,11 +284,11 @@ def plane(
         device=device,
         progress=progress,
     )
-    names = _metric_names(loss_fn, metrics)
+    names = _metric_names(metrics)
     values = {m: full[:, k].numpy().reshape(len(alphas), len(betas)) for k, m in enumerate(names)}
     meta = _metadata(model, info, secs, [_describe(d1), _describe(d2)], train=train)
     return Landscape(alphas, betas, values, meta)
 
 
-def _metric_names(loss_fn, metrics) -> list[str]:
-    return list(resolve_metrics(loss_fn, metrics))
+def _metric_names(metrics) -> list[str]:
+    return [m.name for m in resolve_metrics(metrics)]

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from optiscope._internal.checks import check_int
 from optiscope._internal.figures import finish_figure
+from optiscope.batch_loss import BatchLoss
 from optiscope.landscape._directions import axis_direction, find_parameter, random_directions
 from optiscope.landscape._evaluate import line, plane
 
@@ -26,7 +28,7 @@ __all__ = ["visualize_loss_1d", "visualize_loss_2d", "visualize_loss_random_dire
 
 def visualize_loss_1d(
     model: nn.Module,
-    loss_fn: Callable[[torch.Tensor, Any], torch.Tensor],
+    loss_fn: Callable[..., torch.Tensor] | BatchLoss | None,
     data: Any,
     targets: Any,
     param_name: str,
@@ -43,8 +45,10 @@ def visualize_loss_1d(
 
     Args:
         model: The network.
-        loss_fn: ``loss_fn(outputs, targets)``.
-        data: Inputs (tensor) or a DataLoader (then ``targets=None``).
+        loss_fn: ``loss_fn(outputs, targets)``, a BatchLoss, or None (the model returns
+            its loss); see :mod:`optiscope.batch_loss`.
+        data: Inputs (tensor) or a DataLoader of batches in any layout (then
+            ``targets=None``).
         targets: Labels.
         param_name: Parameter name (exact first, else a unique substring).
         param_index: Index into the flattened parameter.
@@ -71,7 +75,10 @@ def visualize_loss_1d(
     import matplotlib.pyplot as plt
 
     d = axis_direction(model, param_name, param_index)
-    ls = line(model, loss_fn, data, targets, d, alpha_range, num_points, train=train)
+    ls = line(
+        model, loss_fn, data, targets, direction=d, alpha_range=alpha_range,
+        num_points=num_points, train=train,
+    )  # fmt: skip
     fig, ax = plt.subplots(figsize=(10, 5)) if ax is None else (ax.figure, ax)
     ax.plot(ls.alphas, ls.loss, linewidth=2)
     ax.axvline(x=0, color="r", linestyle="--", label="Current parameters", alpha=0.7)
@@ -87,7 +94,7 @@ def visualize_loss_1d(
 
 def visualize_loss_2d(
     model: nn.Module,
-    loss_fn: Callable[[torch.Tensor, Any], torch.Tensor],
+    loss_fn: Callable[..., torch.Tensor] | BatchLoss | None,
     data: Any,
     targets: Any,
     param_name: str,
@@ -104,8 +111,10 @@ def visualize_loss_2d(
 
     Args:
         model: The network.
-        loss_fn: ``loss_fn(outputs, targets)``.
-        data: Inputs (tensor) or a DataLoader (then ``targets=None``).
+        loss_fn: ``loss_fn(outputs, targets)``, a BatchLoss, or None (the model returns
+            its loss); see :mod:`optiscope.batch_loss`.
+        data: Inputs (tensor) or a DataLoader of batches in any layout (then
+            ``targets=None``).
         targets: Labels.
         param_name: Parameter name (exact first, else a unique substring).
         indices: Two indices into the flattened parameter.
@@ -141,7 +150,10 @@ def visualize_loss_2d(
     d2 = axis_direction(model, name, i1)
     if i0 == i1:
         raise ValueError(f"indices must name two different elements, got {indices!r}")
-    ls = plane(model, loss_fn, data, targets, d1, d2, alpha_range, None, num_points, train=train)
+    ls = plane(
+        model, loss_fn, data, targets, d1=d1, d2=d2, alpha_range=alpha_range,
+        num_points=num_points, train=train,
+    )  # fmt: skip
     losses = ls.loss
     if ax is None:
         fig = plt.figure(figsize=(14, 5))
@@ -175,7 +187,7 @@ def visualize_loss_2d(
 
 def visualize_loss_random_directions(
     model: nn.Module,
-    loss_fn: Callable[[torch.Tensor, Any], torch.Tensor],
+    loss_fn: Callable[..., torch.Tensor] | BatchLoss | None,
     data: Any,
     targets: Any,
     num_directions: int = 5,
@@ -194,8 +206,10 @@ def visualize_loss_random_directions(
 
     Args:
         model: The network.
-        loss_fn: ``loss_fn(outputs, targets)``.
-        data: Inputs (tensor) or a DataLoader (then ``targets=None``).
+        loss_fn: ``loss_fn(outputs, targets)``, a BatchLoss, or None (the model returns
+            its loss); see :mod:`optiscope.batch_loss`.
+        data: Inputs (tensor) or a DataLoader of batches in any layout (then
+            ``targets=None``).
         targets: Labels.
         num_directions: How many directions (>= 1).
         alpha_range: ``(low, high)`` of the step size.
@@ -225,14 +239,10 @@ def visualize_loss_random_directions(
     """
     import matplotlib.pyplot as plt
 
-    if isinstance(num_directions, bool) or not isinstance(num_directions, int):
-        raise TypeError(f"num_directions must be an int, got {type(num_directions).__name__}")
-    if num_directions < 1:
-        raise ValueError(f"num_directions must be >= 1, got {num_directions}")
+    num_directions = check_int("num_directions", num_directions, low=1)
     dirs = random_directions(model, num_directions, normalization, ignore, seed=seed)
-    curves = [
-        line(model, loss_fn, data, targets, d, alpha_range, num_points, train=train) for d in dirs
-    ]
+    kw = {"alpha_range": alpha_range, "num_points": num_points, "train": train}
+    curves = [line(model, loss_fn, data, targets, direction=d, **kw) for d in dirs]
     fig, ax = plt.subplots(figsize=(12, 6)) if ax is None else (ax.figure, ax)
     for k, ls in enumerate(curves):
         ax.plot(ls.alphas, ls.loss, alpha=0.7, label=f"Direction {k + 1}")

@@ -1,8 +1,18 @@
 """Evaluating one chunk of grid points: the in-place walk and the vmap path.
 
 Both compute ``theta + sum_i c_i d_i`` from the saved base weights for each point (no
-cumulative steps, so no rounding drift) and return a ``(C, M)`` tensor of metrics that
-stays on the device.
+cumulative steps, so no rounding drift) and return a ``(C, M, 2)`` float64 tensor of
+(sum, count) pairs per metric that stays on the device. The model is called through the
+:class:`~optiscope.batch_loss.BatchLoss`: ``evaluate(model, batch)`` in the walk,
+``evaluate(model, batch, state=...)`` (``torch.func.functional_call``) under vmap.
+
+First-layer algebra: when the model is a plain ``nn.Sequential`` starting with a
+``Linear`` or ``Conv2d`` and the BatchLoss calls it as ``model(x)`` (one input tensor, no
+keywords, the base class's ``evaluate``), the first layer is linear in its weights, so
+``f(X; W0 + sum c_i U_i) = f(X; W0) + sum c_i f(X; U_i)`` (bias included) is computed
+once per batch and only the rest of the network runs per point. It is not valid for a
+:class:`~optiscope.batch_loss.FunctionLoss`, a model that computes its own loss from
+several inputs, or any model with a custom ``forward``; there it is never used.
 """
 
 from __future__ import annotations
@@ -15,10 +25,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
-from optiscope.landscape._metrics import Metric
+from optiscope.batch_loss import BatchLoss, FunctionLoss
+from optiscope.landscape._metrics import Scorer
 
-__all__ = ["Setup", "first_layer_split", "affine", "prefix", "walk_chunk", "vmap_chunk"]
+__all__ = ["Setup", "Prepared", "first_layer_split", "prepare", "walk_chunk", "vmap_chunk"]
 
 
 @dataclass
@@ -26,78 +38,99 @@ class Setup:
     """What every chunk needs: the perturbed parameters, their base values, directions."""
 
     model: nn.Module
+    bl: BatchLoss
     names: list[str]
     params: list[torch.Tensor]
     base: list[torch.Tensor]
     dirs: list[list[torch.Tensor]]  # dirs[i][j]: direction i of parameter j
     stacked: dict[str, torch.Tensor]  # name -> (k + 1, *shape): the base, then directions
-    metrics: dict[str, Metric]
-    first: nn.Module | None  # first affine layer handled algebraically
-    rest: nn.Module | None
+    scorer: Scorer | None = None
+    first: nn.Module | None = None  # first affine layer handled algebraically
+    rest: nn.Module | None = None
 
 
-def first_layer_split(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+@dataclass(frozen=True)
+class Prepared:
+    """One batch, ready for the kernels."""
+
+    batch: Any
+    target: Any
+    size: int
+    pre: torch.Tensor | None  # (k + 1, *out): first layer at the base and each direction
+
+
+def _hooked(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks)
+
+
+def first_layer_split(model: nn.Module, bl: BatchLoss, batch: Any):
+    """``(first, rest)`` when first-layer algebra is valid for this model and loss, else None."""
     # Only a plain Sequential: a subclass may override forward, and hooks change outputs.
-    if type(model) is not nn.Sequential or len(model) < 2:
+    if type(model) is not nn.Sequential or len(model) < 2 or _hooked(model):
         return None
     first = model[0]
-    if type(first) not in (nn.Linear, nn.Conv2d):
+    if type(first) not in (nn.Linear, nn.Conv2d) or _hooked(first):
         return None
-    if first._forward_hooks or first._forward_pre_hooks:
+    if isinstance(bl, FunctionLoss) or type(bl).evaluate is not BatchLoss.evaluate:
+        return None
+    args, kwargs, _ = bl.split(batch)
+    if kwargs or len(args) != 1 or not isinstance(args[0], torch.Tensor):
         return None
     # Keep the original indices so "2.weight" still names the same parameter in `rest`.
     rest = nn.Sequential(OrderedDict((str(i), m) for i, m in enumerate(model) if i > 0))
     return first, rest
 
 
-def affine(first: nn.Module, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None):
+def _affine(first: nn.Module, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None):
     if isinstance(first, nn.Linear):
         return F.linear(x, w, b)
     return first._conv_forward(x, w, b)
 
 
-def prefix(s: Setup, x: torch.Tensor) -> torch.Tensor | None:
+def _prefix(s: Setup, x: torch.Tensor) -> torch.Tensor:
     """``stack(f(X; W0, b0), f(X; U_1, ub_1), ...)`` for the first affine layer."""
-    if s.first is None:
-        return None
     w0, b0 = s.first.weight, s.first.bias
     idx = {n: j for j, n in enumerate(s.names)}
-    parts = [affine(s.first, x, w0, b0)]
-    for i in range(len(s.dirs)):
-        dw = s.dirs[i][idx["0.weight"]] if "0.weight" in idx else torch.zeros_like(w0)
-        db = s.dirs[i][idx["0.bias"]] if "0.bias" in idx and b0 is not None else None
-        parts.append(affine(s.first, x, dw, db))
+    parts = [_affine(s.first, x, w0, b0)]
+    for d in s.dirs:
+        dw = d[idx["0.weight"]] if "0.weight" in idx else torch.zeros_like(w0)
+        db = d[idx["0.bias"]] if "0.bias" in idx and b0 is not None else None
+        parts.append(_affine(s.first, x, dw, db))
     return torch.stack(parts)
 
 
-def _stack_metrics(s: Setup, out: torch.Tensor, y: Any) -> torch.Tensor:
-    vals = []
-    for name, fn in s.metrics.items():
-        v = fn(out, y)
-        if not isinstance(v, torch.Tensor):
-            v = torch.as_tensor(v, dtype=torch.float32, device=out.device)
-        if v.dim() != 0:
-            raise ValueError(
-                f"metric {name!r} must return a scalar, got shape {tuple(v.shape)}; "
-                "use a loss with reduction='mean' or 'sum'"
-            )
-        vals.append(v.to(torch.float32))
-    return torch.stack(vals)
+def prepare(s: Setup, batch: Any, first_layer: bool) -> Prepared:
+    """Split ``batch`` once and, with first-layer algebra, compute its prefix."""
+    if not first_layer:
+        return Prepared(batch, None, s.bl.size(batch), None)
+    args, _, target = s.bl.split(batch)
+    return Prepared(batch, target, s.bl.size(batch), _prefix(s, args[0]))
 
 
-def walk_chunk(s: Setup, x: Any, y: Any, coefs: np.ndarray, pre) -> torch.Tensor:
-    """Metrics ``(C, M)`` point by point, weights set in place with foreach kernels."""
+def _scalar(loss: Any) -> torch.Tensor:
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        got = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ValueError(f"the loss must be a scalar tensor (mean reduction), got {got}")
+    return loss
+
+
+def _score_rest(s: Setup, p: Prepared, out: Any) -> torch.Tensor:
+    """Metrics from the output of ``rest`` (first-layer algebra)."""
+    return s.scorer(_scalar(s.bl.loss(out, p.target)), out, p.target, p.size)
+
+
+def _kept(s: Setup, p: Prepared) -> list[int]:
     # With first-layer algebra the first layer's weights are never read, so skip them.
-    keep = [j for j, n in enumerate(s.names) if pre is None or not n.startswith("0.")]
+    return [j for j, n in enumerate(s.names) if p.pre is None or not n.startswith("0.")]
+
+
+def walk_chunk(s: Setup, p: Prepared, coefs: np.ndarray) -> torch.Tensor:
+    """Metrics ``(C, M, 2)`` point by point, weights set in place with foreach kernels."""
+    keep = _kept(s, p)
     params, base = [s.params[j] for j in keep], [s.base[j] for j in keep]
     dirs = [[d[j] for j in keep] for d in s.dirs]
+    hs = _walk_prefixes(p, coefs)
     rows = []
-    if pre is not None:
-        # One (1, k+1) @ (k+1, N*H) matmul per point: reads each precomputed output once
-        # and writes h once (a clone plus k in-place adds would make 2k + 2 passes).
-        flat = pre.reshape(pre.shape[0], -1)
-        c1 = torch.as_tensor(coefs, dtype=pre.dtype).to(pre.device, non_blocking=True)
-        c1 = torch.cat([torch.ones_like(c1[:, :1]), c1], dim=1)
     for row, c in enumerate(coefs):
         if params:
             # From the base each time (not cumulative steps), so no rounding drift.
@@ -105,14 +138,26 @@ def walk_chunk(s: Setup, x: Any, y: Any, coefs: np.ndarray, pre) -> torch.Tensor
             for i, ci in enumerate(c):
                 if ci != 0.0:
                     torch._foreach_add_(params, dirs[i], alpha=float(ci))
-        if pre is None:
-            out = s.model(x)
+        if hs is None:
+            ev = s.bl.evaluate(s.model, p.batch)
+            rows.append(s.scorer(ev.loss, ev.output, ev.target, ev.size))
         else:
-            out = s.rest(torch.mm(c1[row : row + 1], flat).view(pre.shape[1:]))
-        rows.append(_stack_metrics(s, out, y))
+            rows.append(_score_rest(s, p, s.rest(hs(row))))
     if params:
         torch._foreach_copy_(params, base)
     return torch.stack(rows)
+
+
+def _walk_prefixes(p: Prepared, coefs: np.ndarray):
+    """``row -> [1, c_row] @ pre``: one (1, k+1) @ (k+1, N*H) matmul per point."""
+    if p.pre is None:
+        return None
+    # Reads each precomputed output once and writes h once (a clone plus k in-place adds
+    # would make 2k + 2 passes).
+    flat = p.pre.reshape(p.pre.shape[0], -1)
+    c1 = torch.as_tensor(coefs, dtype=p.pre.dtype).to(p.pre.device, non_blocking=True)
+    c1 = torch.cat([torch.ones_like(c1[:, :1]), c1], dim=1)
+    return lambda row: torch.mm(c1[row : row + 1], flat).view(p.pre.shape[1:])
 
 
 def _combine(stacked: torch.Tensor, coefs1: torch.Tensor) -> torch.Tensor:
@@ -125,22 +170,29 @@ def _combine(stacked: torch.Tensor, coefs1: torch.Tensor) -> torch.Tensor:
     return flat.view(coefs1.shape[0], *stacked.shape[1:])
 
 
-def vmap_chunk(s: Setup, x: Any, y: Any, coefs: torch.Tensor, pre) -> torch.Tensor:
-    """Metrics ``(C, M)`` for a chunk in one vmapped ``functional_call``."""
+def vmap_chunk(s: Setup, p: Prepared, coefs: torch.Tensor) -> torch.Tensor:
+    """Metrics ``(C, M, 2)`` for a chunk in one vmapped ``functional_call``."""
+    n = len(coefs)
+    if n == 1:
+        # A one-row matmul takes another kernel (gemv) with other rounding: pad to two
+        # rows, so a point's bits do not depend on how the grid was cut into chunks.
+        coefs = torch.cat([coefs, coefs])
     # The perturbed weights (and, with first-layer algebra, the first layer's output) are
     # built for the whole chunk outside vmap, one matmul each: inside vmap a batched
     # tensordot, or a linear with shared input and batched weights, becomes one tiny
     # matmul per point, several times slower on the CPU.
-    module = s.model if pre is None else s.rest
     coefs1 = torch.cat([torch.ones_like(coefs[:, :1]), coefs], dim=1)
-    params = {
-        n: _combine(s.stacked[n], coefs1) for n in s.names if pre is None or not n.startswith("0.")
-    }
+    names = [s.names[j] for j in _kept(s, p)]
+    weights = {name: _combine(s.stacked[name], coefs1) for name in names}
+    if p.pre is None:
 
-    def point(p: dict[str, torch.Tensor], inp: Any) -> torch.Tensor:
-        out = torch.func.functional_call(module, p, (inp,), strict=False)
-        return _stack_metrics(s, out, y)
+        def point(w: dict[str, torch.Tensor]) -> torch.Tensor:
+            ev = s.bl.evaluate(s.model, p.batch, state=w)
+            return s.scorer(ev.loss, ev.output, ev.target, ev.size)
 
-    if pre is None:
-        return torch.func.vmap(point, in_dims=(0, None))(params, x)
-    return torch.func.vmap(point, in_dims=(0, 0))(params, _combine(pre, coefs1))
+        return torch.func.vmap(point)(weights)[:n]
+
+    def point_rest(w: dict[str, torch.Tensor], h: torch.Tensor) -> torch.Tensor:
+        return _score_rest(s, p, functional_call(s.rest, w, (h,), strict=False))
+
+    return torch.func.vmap(point_rest)(weights, _combine(p.pre, coefs1))[:n]

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from optiscope._internal.atomic import atomic_write
+
 __all__ = ["Landscape"]
 
 _FORMAT = "optiscope.landscape/1"
@@ -67,15 +69,24 @@ class Landscape:
     def save(self, path: str | os.PathLike) -> Path:
         """Write an ``.npz`` with the arrays and the metadata as a JSON string.
 
-        Written to a temporary file and renamed, so a crash never leaves half a file.
+        Written with ``optiscope._internal.atomic.atomic_write`` (a uniquely named temp
+        file, fsync, rename), so a crash never leaves half a file and two writers never
+        collide.
 
         Args:
-            path: Target file (``.npz`` is appended by numpy when missing, so pass it).
+            path: Target file, written under exactly this name (nothing is appended, so
+                pass the ``.npz`` suffix you want).
 
         Returns:
             The path written.
+
+        Example:
+            >>> import tempfile
+            >>> ls = Landscape(np.linspace(-1, 1, 3), None, {"loss": np.ones(3)})
+            >>> p = ls.save(f"{tempfile.mkdtemp()}/line.npz")
+            >>> p.name, Landscape.load(p).loss.tolist()
+            ('line.npz', [1.0, 1.0, 1.0])
         """
-        path = Path(path)
         arrays = {"alphas": self.alphas}
         if self.betas is not None:
             arrays["betas"] = self.betas
@@ -83,13 +94,7 @@ class Landscape:
             arrays[f"value_{i}"] = v
         meta = {"format": _FORMAT, "metrics": list(self.values), "metadata": self.metadata}
         arrays["meta_json"] = np.array(json.dumps(meta, default=_jsonable))
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, lambda f: np.savez(f, **arrays))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Landscape:
