@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import nn
 
+from optiscope._internal.checks import check_choice, check_positive_int, check_seed
 from optiscope._internal.restore import preserved
-from optiscope.curvature._common import (
-    check_int,
-    check_seed,
-    check_tol,
-    fix_sign,
-    make_generator,
-)
-from optiscope.curvature._hvp import Direction, HessianOperator
+from optiscope.curvature._common import check_tol, fix_sign, make_generator
+from optiscope.curvature._hvp import Direction, HessianOperator, LossFn
 from optiscope.curvature._lanczos import Lanczos
 
 __all__ = ["EigenResult", "hessian_eigenvalues"]
@@ -54,7 +49,7 @@ class EigenResult:
 
 def hessian_eigenvalues(
     model: nn.Module,
-    loss_fn: Callable[..., torch.Tensor],
+    loss_fn: LossFn,
     data: torch.Tensor | Iterable,
     targets: torch.Tensor | None = None,
     top_k: int = 1,
@@ -84,9 +79,12 @@ def hessian_eigenvalues(
 
     Args:
         model: The network; restored bit-for-bit afterwards, also on error.
-        loss_fn: ``loss_fn(outputs, targets) -> scalar`` with mean reduction.
-        data: A tensor of inputs (with ``targets``) or a DataLoader of ``(inputs, targets)``;
-            over a DataLoader each batch is weighted by its size.
+        loss_fn: ``loss_fn(output, target) -> scalar`` (mean reduction), a
+            :class:`~optiscope.batch_loss.BatchLoss`, or None when the model returns its
+            own loss (``.loss`` or ``["loss"]``).
+        data: A tensor of inputs (with ``targets``) or an iterable (DataLoader, list) of
+            batches in any layout ``loss_fn`` understands (``(x, y)``, ``(x1, x2, y)``,
+            dicts); batches are weighted by their size.
         targets: Labels for tensor ``data``; None for a DataLoader.
         top_k: How many eigenvalues, ``1 <= top_k <=`` number of parameters.
         max_iter: Lanczos steps in total (at least ``top_k``, at most the number of
@@ -105,6 +103,8 @@ def hessian_eigenvalues(
     Raises:
         ValueError: ``top_k``, ``max_iter``, ``tol``, ``which`` or ``method`` out of range,
             no trainable parameters, a non-scalar loss or empty data.
+        TypeError: An argument of the wrong kind (a float count, a bool, a non-string
+            choice), or a ``loss_fn`` that is neither callable, a BatchLoss nor None.
 
     Example:
         >>> import torch
@@ -114,14 +114,12 @@ def hessian_eigenvalues(
         >>> [round(v, 4) for v in r.eigenvalues.tolist()]
         [4.0, 1.0]
     """
-    top_k = check_int("top_k", top_k)
-    max_iter = check_int("max_iter", max_iter)
+    top_k = check_positive_int("top_k", top_k)
+    max_iter = check_positive_int("max_iter", max_iter)
     check_tol(tol)
     seed = check_seed(seed)
-    if which not in _WHICH:
-        raise ValueError(f"which must be one of {_WHICH}, got {which!r}")
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    check_choice("which", which, _WHICH)
+    check_choice("method", method, _METHODS)
     if method == "power" and which != "magnitude":
         raise ValueError(
             f"method='power' finds the largest-magnitude eigenvalues only: pass "
