@@ -98,7 +98,8 @@ def test_the_callers_kernel_choice_is_restored(case):
     math = torch.backends.cuda.math_sdp_enabled()
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
         curvature.hessian_eigenvalues(model, loss_fn, X, y, max_iter=5, seed=0)
-        assert torch.backends.cuda.flash_sdp_enabled() and not torch.backends.cuda.math_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled()
+        assert not torch.backends.cuda.math_sdp_enabled()
     assert torch.backends.mha.get_fastpath_enabled() == fastpath
     assert (torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.math_sdp_enabled()) == (
         flash,
