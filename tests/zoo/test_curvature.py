@@ -157,7 +157,7 @@ def test_directions(setup):
         _check_eigenpair(ref, lam, v, abs(lams[0]))
 
 
-@pytest.mark.parametrize("method", ["hutch++", "hutchinson"])
+@pytest.mark.parametrize("method", ["krylov-hutch++", "hutch++", "hutchinson"])
 def test_trace(setup, method):
     member, model, batches, ref = setup
     r = _unchanged(
