@@ -61,6 +61,7 @@ def hessian_eigenvalues(
     method: Literal["lanczos", "power"] = "lanczos",
     params: Sequence[str] | None = None,
     max_batches: int | None = None,
+    v0: Direction | torch.Tensor | None = None,
 ) -> EigenResult:
     """The ``top_k`` extreme eigenvalues of the Hessian of the mean loss, with eigenvectors.
 
@@ -96,13 +97,18 @@ def hessian_eigenvalues(
         method: ``"lanczos"`` or ``"power"``.
         params: Restrict to these parameter names (a diagonal block of the Hessian).
         max_batches: Use only the first this-many batches of a DataLoader.
+        v0: Start vector (a warm start): a dict keyed by parameter name like
+            :attr:`EigenResult.eigenvectors`, or a flat tensor in the operator's order.
+            Tracking sharpness over training, the last top eigenvector converges in a
+            few products. None: a random start from ``seed``.
 
     Returns:
         An :class:`EigenResult`.
 
     Raises:
         ValueError: ``top_k``, ``max_iter``, ``tol``, ``which`` or ``method`` out of range,
-            no trainable parameters, a non-scalar loss or empty data.
+            no trainable parameters, a non-scalar loss, empty data, or a ``v0`` of the
+            wrong size, zero or not finite.
         TypeError: An argument of the wrong kind (a float count, a bool, a non-string
             choice), or a ``loss_fn`` that is neither callable, a BatchLoss nor None.
 
@@ -129,13 +135,16 @@ def hessian_eigenvalues(
     if top_k > op.numel:
         raise ValueError(f"top_k must be <= the number of parameters ({op.numel}), got {top_k}")
     generator = make_generator(op, seed)
+    start = None if v0 is None else _start_vector(op, v0)
     with preserved(model):
         if method == "lanczos":
             values, vectors, residuals, iters, ok = _lanczos_eigs(
-                op, top_k, max_iter, tol, which, generator
+                op, top_k, max_iter, tol, which, generator, start
             )
         else:
-            values, vectors, residuals, iters, ok = _power_eigs(op, top_k, max_iter, tol, generator)
+            values, vectors, residuals, iters, ok = _power_eigs(
+                op, top_k, max_iter, tol, generator, start
+            )
     vectors = fix_sign(vectors)
     return EigenResult(
         eigenvalues=values,
@@ -144,6 +153,23 @@ def hessian_eigenvalues(
         iterations=iters,
         converged=ok,
     )
+
+
+def _start_vector(op: HessianOperator, v0: Direction | torch.Tensor) -> torch.Tensor:
+    if isinstance(v0, dict):
+        vec = op.flatten(v0)
+    elif isinstance(v0, torch.Tensor):
+        if v0.shape != (op.numel,):
+            raise ValueError(f"v0 must have shape ({op.numel},), got {tuple(v0.shape)}")
+        vec = v0.to(device=op.device, dtype=op.dtype)
+    else:
+        raise TypeError(
+            f"v0 must be a dict of tensors keyed by parameter name, a flat tensor or None, "
+            f"got {type(v0).__name__}"
+        )
+    if not bool(torch.isfinite(vec).all()) or not bool(vec.abs().sum() > 0):
+        raise ValueError("v0 must be a finite, non-zero vector")
+    return vec.clone()
 
 
 def _select(theta: torch.Tensor, top_k: int, which: str) -> torch.Tensor:
@@ -161,8 +187,10 @@ def _lanczos_eigs(
     tol: float,
     which: str,
     generator: torch.Generator,
+    start: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, bool]:
-    start = torch.randn(op.numel, generator=generator, device=op.device, dtype=op.dtype)
+    if start is None:
+        start = torch.randn(op.numel, generator=generator, device=op.device, dtype=op.dtype)
     steps = min(max(max_iter, top_k), op.numel)
     lz = Lanczos(op.matvec, start, generator, steps)
     converged = False
@@ -217,12 +245,15 @@ def _power_eigs(
     max_iter: int,
     tol: float,
     generator: torch.Generator,
+    start: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, bool]:
     found: list[torch.Tensor] = []
     values, residuals = [], []
     iters, all_converged = 0, True
-    for _ in range(top_k):
+    for i in range(top_k):
         v = torch.randn(op.numel, generator=generator, device=op.device, dtype=op.dtype)
+        if i == 0 and start is not None:
+            v = start
         prev: float | None = None
         converged = False
         for _ in range(max_iter):
