@@ -37,7 +37,7 @@ def exact_hessian(model: nn.Module, loss_fn, X, y, names=None) -> torch.Tensor:
         for n, s in zip(names, shapes):
             state[n] = v[i : i + s.numel()].reshape(s)
             i += s.numel()
-        return loss_fn(functional_call(model64, state, (X.double(),)), _double(y))
+        return loss_fn(functional_call(model64, state, (_double(X),)), _double(y))
 
     return torch.autograd.functional.hessian(loss, flat)
 

@@ -85,10 +85,21 @@ def test_plot(mlp_2_10_1, tmp_path):
 @settings(max_examples=10, deadline=None)
 @given(
     st.sampled_from(["num_iter", "num_runs", "grid_size", "sigma"]),
-    st.one_of(st.integers(max_value=0), st.just(-1.0)),
+    st.integers(max_value=0),
 )
-def test_bad_input(name, value):
+def test_bad_values(name, value):
     with pytest.raises(ValueError, match=name):
+        hessian_density(
+            nn.Linear(2, 1), F.mse_loss, torch.ones(3, 2), torch.ones(3, 1), **{name: value}
+        )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("num_iter", 2.0), ("num_runs", True), ("grid_size", "10"), ("sigma", "0.1")],
+)
+def test_bad_kinds(name, value):
+    with pytest.raises(TypeError, match=name):
         hessian_density(
             nn.Linear(2, 1), F.mse_loss, torch.ones(3, 2), torch.ones(3, 1), **{name: value}
         )

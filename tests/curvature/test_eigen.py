@@ -138,16 +138,26 @@ class TestBadInput:
     def test_top_k_below_one(self, top_k):
         model = nn.Linear(2, 1)
         before = state_of(model)
-        with pytest.raises(ValueError, match="top_k must be an int >= 1"):
+        with pytest.raises(ValueError, match="top_k must be an integer >= 1"):
             hessian_eigenvalues(model, F.mse_loss, torch.ones(3, 2), torch.ones(3, 1), top_k=top_k)
         assert_same_state(before, state_of(model))
 
     @settings(max_examples=10, deadline=None)
-    @given(st.one_of(st.integers(max_value=0), st.just(2.0)))
+    @given(st.integers(max_value=0))
     def test_max_iter(self, max_iter):
         with pytest.raises(ValueError, match="max_iter"):
             hessian_eigenvalues(
                 nn.Linear(2, 1), F.mse_loss, torch.ones(3, 2), torch.ones(3, 1), max_iter=max_iter
+            )
+
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [("max_iter", 2.0), ("top_k", True), ("tol", "1e-3"), ("which", 1), ("method", None)],
+    )
+    def test_wrong_kinds_are_type_errors(self, name, value):
+        with pytest.raises(TypeError, match=name):
+            hessian_eigenvalues(
+                nn.Linear(2, 1), F.mse_loss, torch.ones(3, 2), torch.ones(3, 1), **{name: value}
             )
 
     @settings(max_examples=10, deadline=None)
@@ -231,3 +241,42 @@ def test_landscape_along_the_directions_curves_by_the_eigenvalues(mlp_2_10_1):
         p.model, p.loss_fn, p.X, p.y, d1=d1, d2=d2, num_points=3, progress=False
     )
     assert plane.values["loss"].shape == (3, 3)
+
+
+class TestWarmStart:
+    def test_the_top_eigenvector_as_v0_converges_at_once(self, classifier):
+        p = classifier
+        cold = hessian_eigenvalues(p.model, p.loss_fn, p.X, p.y, seed=0, tol=1e-4)
+        warm = hessian_eigenvalues(
+            p.model, p.loss_fn, p.X, p.y, seed=0, tol=1e-4, v0=cold.eigenvectors[0]
+        )
+        assert warm.converged and warm.iterations <= 3 < cold.iterations
+        expected = float(p.eigvals[-1])
+        assert warm.top == pytest.approx(expected, rel=1e-3)
+
+    def test_flat_and_dict_v0_agree_and_power_accepts_it(self, classifier):
+        p = classifier
+        g = torch.Generator().manual_seed(3)
+        flat = torch.randn(sum(p.sizes), generator=g)
+        as_dict = dict(zip(p.names, flat.split(p.sizes)))
+        as_dict = {
+            n: t.reshape(q.shape) for (n, t), q in zip(as_dict.items(), p.model.parameters())
+        }
+        a = hessian_eigenvalues(p.model, p.loss_fn, p.X, p.y, seed=0, v0=flat)
+        b = hessian_eigenvalues(p.model, p.loss_fn, p.X, p.y, seed=0, v0=as_dict)
+        assert torch.equal(a.eigenvalues, b.eigenvalues)
+        c = hessian_eigenvalues(
+            p.model, p.loss_fn, p.X, p.y, seed=0, v0=flat, method="power", which="magnitude",
+            max_iter=300, tol=1e-6,
+        )  # fmt: skip
+        assert abs(c.top) == pytest.approx(float(p.eigvals.abs().max()), rel=1e-2)
+
+    def test_bad_v0(self, classifier):
+        p = classifier
+        n = sum(p.sizes)
+        with pytest.raises(ValueError, match="v0 must have shape"):
+            hessian_eigenvalues(p.model, p.loss_fn, p.X, p.y, v0=torch.ones(n + 1))
+        with pytest.raises(ValueError, match="non-zero"):
+            hessian_eigenvalues(p.model, p.loss_fn, p.X, p.y, v0=torch.zeros(n))
+        with pytest.raises(TypeError, match="v0"):
+            hessian_eigenvalues(p.model, p.loss_fn, p.X, p.y, v0=[1.0] * n)

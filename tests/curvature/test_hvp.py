@@ -139,7 +139,8 @@ class TestInputs:
         v = torch.randn(41, generator=torch.Generator().manual_seed(10))
         expected = p.H @ v.double()
         a, b = p.X[:, :1], p.X[:, 1:]
-        for data in ([((a, b), p.y)], [({"a": a, "b": b}, p.y)]):
+        layouts = ([(a, b, p.y)], [({"a": a, "b": b}, p.y)], [{"a": a, "b": b, "labels": p.y}])
+        for data in layouts:
             op = HessianOperator(model, p.loss_fn, data)
             torch.testing.assert_close(op.matvec(v).double(), expected, rtol=1e-5, atol=1e-6)
 
@@ -272,13 +273,63 @@ class TestBadInput:
         with pytest.raises(TypeError, match="nn.Module"):
             HessianOperator(lambda x: x, p.loss_fn, p.X, p.y)
         with pytest.raises(TypeError, match="callable"):
-            HessianOperator(p.model, "mse", p.X, p.y)
+            HessianOperator(p.model, 3, p.X, p.y)
         with pytest.raises(ValueError, match="empty"):
             HessianOperator(p.model, p.loss_fn, p.X[:0], p.y[:0])
 
     @settings(max_examples=15, deadline=None)
-    @given(st.one_of(st.integers(max_value=0), st.just(1.5), st.just(True)))
-    def test_max_batches_must_be_a_positive_int(self, bad):
+    @given(st.integers(max_value=0))
+    def test_max_batches_must_be_positive(self, bad):
         model = nn.Linear(2, 1)
         with pytest.raises(ValueError, match="max_batches"):
             HessianOperator(model, F.mse_loss, torch.ones(3, 2), torch.ones(3, 1), max_batches=bad)
+
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [("max_batches", 1.5), ("max_batches", True), ("cache", 1), ("params", 3)],
+    )
+    def test_wrong_kinds_are_type_errors(self, name, value):
+        model = nn.Linear(2, 1)
+        with pytest.raises(TypeError, match=name):
+            HessianOperator(model, F.mse_loss, torch.ones(3, 2), torch.ones(3, 1), **{name: value})
+
+    def test_loss_fn_of_the_wrong_kind(self):
+        with pytest.raises(TypeError, match="loss_fn must be"):
+            HessianOperator(nn.Linear(2, 1), "mse", torch.ones(3, 2), torch.ones(3, 1))
+
+
+class TestBatchLosses:
+    def test_function_loss_and_target_loss_instances(self, mlp_2_10_1):
+        from optiscope.batch_loss import FunctionLoss, TargetLoss
+
+        p = mlp_2_10_1
+        v = torch.randn(41, generator=torch.Generator().manual_seed(12))
+        expected = p.H @ v.double()
+        fl = FunctionLoss(lambda m, b: F.mse_loss(m(b["x"]), b["y"]))
+        for loss_fn, data in (
+            (fl, [{"x": p.X, "y": p.y}]),
+            (TargetLoss(F.mse_loss), [(p.X, p.y)]),
+        ):
+            op = HessianOperator(p.model, loss_fn, data)
+            torch.testing.assert_close(op.matvec(v).double(), expected, rtol=1e-5, atol=1e-6)
+
+    def test_a_model_that_returns_its_loss(self, mlp_2_10_1):
+        p = mlp_2_10_1
+
+        class WithLoss(nn.Module):
+            def __init__(self, inner: nn.Module) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict:
+                return {"loss": F.mse_loss(self.inner(x), labels)}
+
+        v = torch.randn(41, generator=torch.Generator().manual_seed(13))
+        op = HessianOperator(WithLoss(p.model), None, [{"x": p.X, "labels": p.y}])
+        torch.testing.assert_close(op.matvec(v).double(), p.H @ v.double(), rtol=1e-5, atol=1e-6)
+
+    def test_an_unreadable_batch_is_a_type_error(self, mlp_2_10_1):
+        p = mlp_2_10_1
+        op = HessianOperator(p.model, p.loss_fn, [{"x": p.X}])
+        with pytest.raises(TypeError, match="labels"):
+            op.matvec(torch.ones(41))

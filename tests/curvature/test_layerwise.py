@@ -68,3 +68,7 @@ def test_bad_input():
         layerwise_curvature(*args, trace_samples=1)
     with pytest.raises(ValueError, match="tol"):
         layerwise_curvature(*args, tol=0)
+    with pytest.raises(TypeError, match="group_by"):
+        layerwise_curvature(*args, group_by=None)
+    with pytest.raises(TypeError, match="trace_samples"):
+        layerwise_curvature(*args, trace_samples=20.0)

@@ -1,11 +1,15 @@
 """Curvature of the loss: Hessian-vector products, eigenvalues, trace, spectral density.
 
 Everything works from Hessian-vector products computed with ``torch.func`` over a tensor
-batch or a DataLoader (weighted by batch size), in eval mode, with the model restored
-bit-for-bit afterwards. Use it as a module::
+batch or a DataLoader in any batch layout (weighted by ``BatchLoss.size``), in eval mode,
+with the model restored bit-for-bit afterwards. ``loss_fn`` is a ``loss_fn(output,
+target)``, a :class:`~optiscope.batch_loss.BatchLoss`, or None for a model that returns
+its own ``.loss``. Attention is evaluated on kernels with a double backward (the SDPA
+math backend, no multi-head attention fast path), on CPU and CUDA. Use it as a module::
 
     from optiscope import curvature
     curvature.hessian_eigenvalues(model, loss_fn, X, y, top_k=2).eigenvalues
+    curvature.hessian_trace(model, None, hf_style_loader).method  # 'krylov-hutch++'
 """
 
 from __future__ import annotations

@@ -1,33 +1,17 @@
-"""Argument checks and small helpers shared by the curvature functions."""
+"""Small helpers shared by the curvature functions (argument checks live in
+:mod:`optiscope._internal.checks`)."""
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 
+from optiscope._internal.checks import check_positive
 from optiscope.curvature._hvp import HessianOperator
 
 
-def check_int(name: str, value: object, low: int = 1) -> int:
-    # numbers.Integral admits numpy integers; bool is an int subclass but never a count.
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return int(value)
-
-
 def check_tol(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"tol must be a positive number, got {value!r}")
-    if value != value or value == float("inf"):
-        raise ValueError(f"tol must be finite, got {value!r}")
-    return float(value)
-
-
-def check_seed(seed: object) -> int | None:
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
-    return None if seed is None else int(seed)
+    """A relative tolerance: a finite number > 0."""
+    return check_positive("tol", value, allow_inf=False)
 
 
 def make_generator(op: HessianOperator, seed: int | None) -> torch.Generator:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from optiscope._internal.checks import check_int, check_positive, check_positive_int, check_seed
 from optiscope._internal.figures import finish_figure
 from optiscope._internal.restore import preserved
-from optiscope.curvature._common import check_int, check_seed, make_generator
-from optiscope.curvature._hvp import HessianOperator
+from optiscope.curvature._common import make_generator
+from optiscope.curvature._hvp import HessianOperator, LossFn
 from optiscope.curvature._lanczos import Lanczos, rademacher
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ class DensityResult:
 
 def hessian_density(
     model: nn.Module,
-    loss_fn: Callable[..., torch.Tensor],
+    loss_fn: LossFn,
     data: torch.Tensor | Iterable,
     targets: torch.Tensor | None = None,
     num_iter: int = 100,
@@ -85,8 +86,12 @@ def hessian_density(
 
     Args:
         model: The network; restored bit-for-bit afterwards, also on error.
-        loss_fn: ``loss_fn(outputs, targets) -> scalar`` with mean reduction.
-        data: A tensor of inputs (with ``targets``) or a DataLoader of ``(inputs, targets)``.
+        loss_fn: ``loss_fn(output, target) -> scalar`` (mean reduction), a
+            :class:`~optiscope.batch_loss.BatchLoss`, or None when the model returns its
+            own loss (``.loss`` or ``["loss"]``).
+        data: A tensor of inputs (with ``targets``) or an iterable (DataLoader, list) of
+            batches in any layout ``loss_fn`` understands (``(x, y)``, ``(x1, x2, y)``,
+            dicts); batches are weighted by their size.
         targets: Labels for tensor ``data``; None for a DataLoader.
         num_iter: Lanczos steps per run, >= 1 (capped at the number of parameters).
         num_runs: Independent probes, >= 1.
@@ -102,6 +107,8 @@ def hessian_density(
     Raises:
         ValueError: ``num_iter``, ``num_runs``, ``grid_size`` or ``sigma`` out of range, no
             trainable parameters, a non-scalar loss or empty data.
+        TypeError: An argument of the wrong kind (a float count, a bool, a non-string
+            choice), or a ``loss_fn`` that is neither callable, a BatchLoss nor None.
 
     Example:
         >>> import torch
@@ -111,14 +118,12 @@ def hessian_density(
         >>> round(d.trace, 4)
         5.0
     """
-    num_iter = check_int("num_iter", num_iter)
-    num_runs = check_int("num_runs", num_runs)
+    num_iter = check_positive_int("num_iter", num_iter)
+    num_runs = check_positive_int("num_runs", num_runs)
     grid_size = check_int("grid_size", grid_size, low=2)
     seed = check_seed(seed)
-    if sigma is not None and (
-        isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma < 1e300
-    ):
-        raise ValueError(f"sigma must be a positive finite number or None, got {sigma!r}")
+    if sigma is not None:
+        sigma = check_positive("sigma", sigma, allow_inf=False)
     op = HessianOperator(model, loss_fn, data, targets, params=params, max_batches=max_batches)
     generator = make_generator(op, seed)
     steps = min(num_iter, op.numel)

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Literal
 
 import torch
 from torch import nn
 
-from optiscope.curvature._common import check_int
+from optiscope._internal.checks import check_positive_int
 from optiscope.curvature._eigen import hessian_eigenvalues
-from optiscope.curvature._hvp import Direction
+from optiscope.curvature._hvp import Direction, LossFn
 
 __all__ = ["hessian_directions"]
 
 
 def hessian_directions(
     model: nn.Module,
-    loss_fn: Callable[..., torch.Tensor],
+    loss_fn: LossFn,
     data: torch.Tensor | Iterable,
     targets: torch.Tensor | None = None,
     num_directions: int = 2,
@@ -39,8 +39,12 @@ def hessian_directions(
 
     Args:
         model: The network; restored bit-for-bit afterwards, also on error.
-        loss_fn: ``loss_fn(outputs, targets) -> scalar`` with mean reduction.
-        data: A tensor of inputs (with ``targets``) or a DataLoader of ``(inputs, targets)``.
+        loss_fn: ``loss_fn(output, target) -> scalar`` (mean reduction), a
+            :class:`~optiscope.batch_loss.BatchLoss`, or None when the model returns its
+            own loss (``.loss`` or ``["loss"]``).
+        data: A tensor of inputs (with ``targets``) or an iterable (DataLoader, list) of
+            batches in any layout ``loss_fn`` understands (``(x, y)``, ``(x1, x2, y)``,
+            dicts); batches are weighted by their size.
         targets: Labels for tensor ``data``; None for a DataLoader.
         num_directions: How many eigenvectors, >= 1 (2 for a plane).
         max_iter: Lanczos steps, >= 1.
@@ -54,6 +58,8 @@ def hessian_directions(
 
     Raises:
         ValueError: Arguments out of range (as for :func:`hessian_eigenvalues`).
+        TypeError: An argument of the wrong kind (a float count, a bool, a non-string
+            choice), or a ``loss_fn`` that is neither callable, a BatchLoss nor None.
 
     Example:
         >>> import torch
@@ -63,7 +69,7 @@ def hessian_directions(
         >>> d1["weight"].abs().round(decimals=4)
         tensor([[0., 1.]])
     """
-    num_directions = check_int("num_directions", num_directions)
+    num_directions = check_positive_int("num_directions", num_directions)
     result = hessian_eigenvalues(
         model,
         loss_fn,

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import nn
 
+from optiscope._internal.checks import check_choice, check_positive_int, check_seed
 from optiscope._internal.restore import preserved
-from optiscope.curvature._common import (
-    check_int,
-    check_seed,
-    check_tol,
-    fix_sign,
-    make_generator,
-)
-from optiscope.curvature._hvp import Direction, HessianOperator
+from optiscope.curvature._common import check_tol, fix_sign, make_generator
+from optiscope.curvature._hvp import Direction, HessianOperator, LossFn
 from optiscope.curvature._lanczos import Lanczos
 
 __all__ = ["EigenResult", "hessian_eigenvalues"]
@@ -54,7 +49,7 @@ class EigenResult:
 
 def hessian_eigenvalues(
     model: nn.Module,
-    loss_fn: Callable[..., torch.Tensor],
+    loss_fn: LossFn,
     data: torch.Tensor | Iterable,
     targets: torch.Tensor | None = None,
     top_k: int = 1,
@@ -66,6 +61,7 @@ def hessian_eigenvalues(
     method: Literal["lanczos", "power"] = "lanczos",
     params: Sequence[str] | None = None,
     max_batches: int | None = None,
+    v0: Direction | torch.Tensor | None = None,
 ) -> EigenResult:
     """The ``top_k`` extreme eigenvalues of the Hessian of the mean loss, with eigenvectors.
 
@@ -84,9 +80,12 @@ def hessian_eigenvalues(
 
     Args:
         model: The network; restored bit-for-bit afterwards, also on error.
-        loss_fn: ``loss_fn(outputs, targets) -> scalar`` with mean reduction.
-        data: A tensor of inputs (with ``targets``) or a DataLoader of ``(inputs, targets)``;
-            over a DataLoader each batch is weighted by its size.
+        loss_fn: ``loss_fn(output, target) -> scalar`` (mean reduction), a
+            :class:`~optiscope.batch_loss.BatchLoss`, or None when the model returns its
+            own loss (``.loss`` or ``["loss"]``).
+        data: A tensor of inputs (with ``targets``) or an iterable (DataLoader, list) of
+            batches in any layout ``loss_fn`` understands (``(x, y)``, ``(x1, x2, y)``,
+            dicts); batches are weighted by their size.
         targets: Labels for tensor ``data``; None for a DataLoader.
         top_k: How many eigenvalues, ``1 <= top_k <=`` number of parameters.
         max_iter: Lanczos steps in total (at least ``top_k``, at most the number of
@@ -98,13 +97,20 @@ def hessian_eigenvalues(
         method: ``"lanczos"`` or ``"power"``.
         params: Restrict to these parameter names (a diagonal block of the Hessian).
         max_batches: Use only the first this-many batches of a DataLoader.
+        v0: Start vector (a warm start): a dict keyed by parameter name like
+            :attr:`EigenResult.eigenvectors`, or a flat tensor in the operator's order.
+            Tracking sharpness over training, the last top eigenvector converges in a
+            few products. None: a random start from ``seed``.
 
     Returns:
         An :class:`EigenResult`.
 
     Raises:
         ValueError: ``top_k``, ``max_iter``, ``tol``, ``which`` or ``method`` out of range,
-            no trainable parameters, a non-scalar loss or empty data.
+            no trainable parameters, a non-scalar loss, empty data, or a ``v0`` of the
+            wrong size, zero or not finite.
+        TypeError: An argument of the wrong kind (a float count, a bool, a non-string
+            choice), or a ``loss_fn`` that is neither callable, a BatchLoss nor None.
 
     Example:
         >>> import torch
@@ -114,14 +120,12 @@ def hessian_eigenvalues(
         >>> [round(v, 4) for v in r.eigenvalues.tolist()]
         [4.0, 1.0]
     """
-    top_k = check_int("top_k", top_k)
-    max_iter = check_int("max_iter", max_iter)
+    top_k = check_positive_int("top_k", top_k)
+    max_iter = check_positive_int("max_iter", max_iter)
     check_tol(tol)
     seed = check_seed(seed)
-    if which not in _WHICH:
-        raise ValueError(f"which must be one of {_WHICH}, got {which!r}")
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    check_choice("which", which, _WHICH)
+    check_choice("method", method, _METHODS)
     if method == "power" and which != "magnitude":
         raise ValueError(
             f"method='power' finds the largest-magnitude eigenvalues only: pass "
@@ -131,13 +135,16 @@ def hessian_eigenvalues(
     if top_k > op.numel:
         raise ValueError(f"top_k must be <= the number of parameters ({op.numel}), got {top_k}")
     generator = make_generator(op, seed)
+    start = None if v0 is None else _start_vector(op, v0)
     with preserved(model):
         if method == "lanczos":
             values, vectors, residuals, iters, ok = _lanczos_eigs(
-                op, top_k, max_iter, tol, which, generator
+                op, top_k, max_iter, tol, which, generator, start
             )
         else:
-            values, vectors, residuals, iters, ok = _power_eigs(op, top_k, max_iter, tol, generator)
+            values, vectors, residuals, iters, ok = _power_eigs(
+                op, top_k, max_iter, tol, generator, start
+            )
     vectors = fix_sign(vectors)
     return EigenResult(
         eigenvalues=values,
@@ -146,6 +153,23 @@ def hessian_eigenvalues(
         iterations=iters,
         converged=ok,
     )
+
+
+def _start_vector(op: HessianOperator, v0: Direction | torch.Tensor) -> torch.Tensor:
+    if isinstance(v0, dict):
+        vec = op.flatten(v0)
+    elif isinstance(v0, torch.Tensor):
+        if v0.shape != (op.numel,):
+            raise ValueError(f"v0 must have shape ({op.numel},), got {tuple(v0.shape)}")
+        vec = v0.to(device=op.device, dtype=op.dtype)
+    else:
+        raise TypeError(
+            f"v0 must be a dict of tensors keyed by parameter name, a flat tensor or None, "
+            f"got {type(v0).__name__}"
+        )
+    if not bool(torch.isfinite(vec).all()) or not bool(vec.abs().sum() > 0):
+        raise ValueError("v0 must be a finite, non-zero vector")
+    return vec.clone()
 
 
 def _select(theta: torch.Tensor, top_k: int, which: str) -> torch.Tensor:
@@ -163,8 +187,10 @@ def _lanczos_eigs(
     tol: float,
     which: str,
     generator: torch.Generator,
+    start: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, bool]:
-    start = torch.randn(op.numel, generator=generator, device=op.device, dtype=op.dtype)
+    if start is None:
+        start = torch.randn(op.numel, generator=generator, device=op.device, dtype=op.dtype)
     steps = min(max(max_iter, top_k), op.numel)
     lz = Lanczos(op.matvec, start, generator, steps)
     converged = False
@@ -219,12 +245,15 @@ def _power_eigs(
     max_iter: int,
     tol: float,
     generator: torch.Generator,
+    start: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, bool]:
     found: list[torch.Tensor] = []
     values, residuals = [], []
     iters, all_converged = 0, True
-    for _ in range(top_k):
+    for i in range(top_k):
         v = torch.randn(op.numel, generator=generator, device=op.device, dtype=op.dtype)
+        if i == 0 and start is not None:
+            v = start
         prev: float | None = None
         converged = False
         for _ in range(max_iter):

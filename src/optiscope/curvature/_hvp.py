@@ -4,9 +4,13 @@
 (reverse-over-reverse). It never materialises ``H``, never calls
 ``backward(create_graph=True)`` (which leaves the double-backward graph referenced from
 ``param.grad`` and is how PyHessian leaks memory), and, with ``vmap``, evaluates a block of
-vectors at once. Forward-over-reverse (``jvp(grad(loss))``) was measured no faster on CPU
-and fails inside ``F.mse_loss``'s backward in torch 2.x ("ZeroTensors are immutable"), so
-the reverse form is used.
+vectors at once when the model's activations are small. Forward-over-reverse
+(``jvp(grad(loss))``) was measured no faster on CPU and fails inside ``F.mse_loss``'s
+backward in torch 2.x ("ZeroTensors are immutable"), so the reverse form is used.
+
+Every evaluation runs under :func:`~optiscope.curvature._kernels.double_backward_kernels`
+(the SDPA math backend, the multi-head attention fast path off), so products work through
+attention on CPU and CUDA.
 """
 
 from __future__ import annotations
@@ -18,35 +22,52 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vjp, vmap
+from torch.func import grad, vjp, vmap
 
-from optiscope._internal.batches import batch_size, iter_batches
+from optiscope._internal.batches import walk_batches
+from optiscope._internal.checks import check_bool, check_optional_int
 from optiscope._internal.restore import preserved
+from optiscope.batch_loss import BatchLoss, as_batch_loss
+from optiscope.curvature._kernels import double_backward_kernels
 
 __all__ = ["HessianOperator", "hvp"]
 
-LossFn = Callable[..., torch.Tensor]
+LossFn = Callable[..., torch.Tensor] | BatchLoss | None
 Direction = dict[str, torch.Tensor]
+
+# Vectors are vmapped together while (vectors x activation elements of one batch) stays
+# below this: past it the block no longer fits in cache, and the vmapped double backward
+# of a conv net (about 2M activations per layer on CIFAR-sized batches) was measured
+# slower per vector than a loop of single products. A fixed rule, never a timing.
+VMAP_ELEMENTS = 1 << 22
 
 
 class HessianOperator:
     """The Hessian of a model's mean loss as a linear operator over its trainable parameters.
 
-    The loss is ``loss_fn(model(inputs), targets)`` with mean reduction. Over a DataLoader
-    the operator is the Hessian of the loss over the whole data set: each batch's
-    Hessian-vector product is weighted by its batch size, so a ragged last batch counts as
-    much as it should. The model is evaluated in eval mode (dropout off, BatchNorm on its
-    running statistics) through ``torch.func.functional_call``, so its parameters, buffers
-    and gradients are never written; its train/eval modes are put back after each product.
+    The loss of a batch is what ``loss_fn`` makes of it (see :mod:`optiscope.batch_loss`):
+    ``loss_fn(model(inputs), targets)`` for a plain callable, the model's own ``.loss``
+    for None, or any :class:`~optiscope.batch_loss.BatchLoss`. Over a DataLoader the
+    operator is the Hessian of the loss over the whole data set: each batch's
+    Hessian-vector product is weighted by its size (``BatchLoss.size``), so a ragged last
+    batch counts as much as it should. The model is evaluated in eval mode (dropout off,
+    BatchNorm on its running statistics) through ``BatchLoss.evaluate(model, batch,
+    state=...)`` (``torch.func.functional_call``), so its parameters, buffers and
+    gradients are never written; its train/eval modes are put back after each product.
+    Attention runs on kernels with a double backward (the SDPA math backend, no MHA fast
+    path), whatever the caller selected; their choice is restored afterwards.
 
     Vectors are flat tensors of length :attr:`numel` in the order of :attr:`names`
     (``matvec``/``matmat``) or dicts keyed by parameter name (``__call__``).
 
     Args:
         model: The network.
-        loss_fn: ``loss_fn(outputs, targets) -> scalar`` (``loss_fn(outputs)`` when the
-            data has no targets).
-        data: A tensor of inputs (with ``targets``) or a DataLoader of ``(inputs, targets)``.
+        loss_fn: ``loss_fn(output, target) -> scalar`` (``loss_fn(output)`` when the
+            data has no targets), a :class:`~optiscope.batch_loss.BatchLoss`, or None
+            when the model returns its own loss (``.loss`` or ``["loss"]``).
+        data: A tensor of inputs (with ``targets``) or an iterable (DataLoader, list) of
+            batches in any layout ``loss_fn`` understands (``(x, y)``, ``(x1, x2, y)``,
+            dicts).
         targets: Labels for tensor ``data``; None for a DataLoader.
         params: Names of the parameters to differentiate with respect to (the others are
             held fixed); None for every parameter with ``requires_grad``.
@@ -58,9 +79,12 @@ class HessianOperator:
             :meth:`clear_cache`.
 
     Raises:
-        ValueError: No trainable parameters, an unknown or frozen name in ``params``, or
-            ``max_batches < 1``. A non-scalar loss raises ValueError at the first product.
-        TypeError: ``model`` is not an ``nn.Module`` or ``loss_fn`` is not callable.
+        ValueError: No trainable parameters, an unknown or frozen name in ``params``,
+            ``max_batches < 1`` or empty tensor data. A non-scalar loss raises ValueError
+            at the first product.
+        TypeError: ``model`` is not an ``nn.Module``, ``loss_fn`` is none of the above,
+            ``max_batches`` is not an int, ``params`` is not a list of names or ``cache``
+            not a bool.
 
     Example:
         >>> import torch
@@ -84,43 +108,22 @@ class HessianOperator:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not callable(loss_fn):
-            raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
-        if max_batches is not None and (
-            isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1
-        ):
-            raise ValueError(f"max_batches must be an int >= 1 or None, got {max_batches!r}")
+        self.batch_loss: BatchLoss = as_batch_loss(loss_fn)
+        max_batches = check_optional_int("max_batches", max_batches, low=1)
+        if cache is not None:
+            check_bool("cache", cache)
         if isinstance(data, torch.Tensor) and data.numel() == 0:
             raise ValueError("data is empty: expected a tensor with at least one sample")
+        names = _param_names(model, params)
         all_params = dict(model.named_parameters())
-        trainable = [n for n, p in all_params.items() if p.requires_grad]
-        if params is None:
-            names = trainable
-        else:
-            if isinstance(params, str):
-                params = [params]
-            names = list(dict.fromkeys(params))
-            unknown = [n for n in names if n not in all_params]
-            if unknown:
-                raise ValueError(
-                    f"params {unknown} are not parameters of the model; known: {list(all_params)}"
-                )
-            frozen = [n for n in names if not all_params[n].requires_grad]
-            if frozen:
-                raise ValueError(f"params {frozen} have requires_grad=False")
-        if not names:
-            raise ValueError(
-                "the model has no trainable parameters (requires_grad=True): nothing to "
-                "differentiate"
-            )
         self.model = model
         self.loss_fn = loss_fn
         self.data = data
         self.targets = targets
         self.max_batches = max_batches
         # A single tensor batch is cheap to keep a graph for; a DataLoader may not be.
-        self.cache: bool = isinstance(data, torch.Tensor) if cache is None else bool(cache)
-        self._cache: list[tuple[Callable, int]] | None = None
+        self.cache: bool = isinstance(data, torch.Tensor) if cache is None else cache
+        self._cache: list[tuple[Callable, int, int]] | None = None
         self.names: list[str] = names
         self.shapes: list[torch.Size] = [all_params[n].shape for n in names]
         self.sizes: list[int] = [all_params[n].numel() for n in names]
@@ -166,10 +169,14 @@ class HessianOperator:
         """
         if vector.shape != (self.numel,):
             raise ValueError(f"vector must have shape ({self.numel},), got {tuple(vector.shape)}")
-        return self._products(vector, batched=False)
+        return self._products(vector[None])[0]
 
     def matmat(self, vectors: torch.Tensor) -> torch.Tensor:
-        """``H @ v`` for each row of ``vectors`` (shape ``(k, numel)``), vmapped in one pass.
+        """``H @ v`` for each row of ``vectors`` (shape ``(k, numel)``) in one pass over the data.
+
+        Rows are vmapped together in blocks while a block's activations stay small
+        (:data:`VMAP_ELEMENTS`), one product at a time past that (large conv nets), so
+        the result never depends on timing.
 
         Raises:
             ValueError: ``vectors`` is not ``(k, numel)`` with ``k >= 1``.
@@ -178,9 +185,9 @@ class HessianOperator:
             raise ValueError(
                 f"vectors must have shape (k, {self.numel}) with k >= 1, got {tuple(vectors.shape)}"
             )
-        return self._products(vectors, batched=True)
+        return self._products(vectors)
 
-    def _products(self, vectors: torch.Tensor, batched: bool) -> torch.Tensor:
+    def _products(self, vectors: torch.Tensor) -> torch.Tensor:
         vectors = vectors.to(device=self.device, dtype=self.dtype)
 
         def flat(v: torch.Tensor, pullback: Callable) -> torch.Tensor:
@@ -189,20 +196,26 @@ class HessianOperator:
 
         total: torch.Tensor | None = None
         count = 0
-        for pullback, n in self._pullbacks():
-            if batched:
-                hv = vmap(partial(flat, pullback=pullback))(vectors)
-            else:
-                hv = flat(vectors, pullback)
-            # Weight by batch size: mean-reduced batch losses -> the data set's mean loss.
-            total = hv * n if total is None else total.add_(hv, alpha=n)
-            count += n
-        if total is None:  # pragma: no cover - iter_batches raises on empty data first
+        with double_backward_kernels():
+            for pullback, n, activations in self._pullbacks():
+                block = max(1, VMAP_ELEMENTS // max(activations, 1))
+                parts = []
+                for chunk in vectors.split(block):
+                    if chunk.shape[0] == 1:
+                        parts.append(flat(chunk[0], pullback)[None])
+                    else:
+                        parts.append(vmap(partial(flat, pullback=pullback))(chunk))
+                hv = parts[0] if len(parts) == 1 else torch.cat(parts)
+                # Weight by batch size: mean-reduced batch losses -> the data set's mean.
+                total = hv * n if total is None else total.add_(hv, alpha=n)
+                count += n
+        if total is None:  # pragma: no cover - walk_batches raises on empty data first
             raise ValueError("data is empty")
         return total.div_(count)
 
-    def _pullbacks(self) -> Iterator[tuple[Callable, int]]:
-        """Per batch, the vector-Jacobian product of the gradient (``v -> H_b v``).
+    def _pullbacks(self) -> Iterator[tuple[Callable, int, int]]:
+        """Per batch: the vector-Jacobian product of the gradient (``v -> H_b v``), the
+        batch's size and the number of elements its modules output (for block sizes).
 
         Reverse-over-reverse through ``torch.func.vjp`` of ``torch.func.grad``: the graph
         lives in the returned closure only, never on the module or in ``.grad``. With
@@ -219,11 +232,12 @@ class HessianOperator:
             n: p.detach() for n, p in all_params.items() if n not in primals
         }
         fixed.update({n: b.detach() for n, b in self.model.named_buffers()})
-        kept: list[tuple[Callable, int]] = []
+        kept: list[tuple[Callable, int, int]] = []
         with _eval_mode(self.model):
-            for inputs, targets in self._batches():
-                _, pullback = vjp(grad(self._loss_of(fixed, inputs, targets)), primals)
-                item = (pullback, batch_size(inputs))
+            for batch in self._batches():
+                with _count_activations(self.model) as counter:
+                    _, pullback = vjp(grad(self._loss_of(fixed, batch)), primals)
+                item = (pullback, self.batch_loss.size(batch), counter[0])
                 if self.cache:
                     kept.append(item)
                 yield item
@@ -235,32 +249,62 @@ class HessianOperator:
         self._cache = None
 
     def _loss_of(
-        self, fixed: dict[str, torch.Tensor], inputs: Any, targets: Any
+        self, fixed: dict[str, torch.Tensor], batch: Any
     ) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
-        model, loss_fn = self.model, self.loss_fn
+        model, batch_loss = self.model, self.batch_loss
 
         def loss_of(p: dict[str, torch.Tensor]) -> torch.Tensor:
-            state = {**fixed, **p}
-            if isinstance(inputs, dict):
-                out = functional_call(model, state, (), inputs)
-            elif isinstance(inputs, (tuple, list)):
-                out = functional_call(model, state, tuple(inputs))
-            else:
-                out = functional_call(model, state, (inputs,))
-            loss = loss_fn(out) if targets is None else loss_fn(out, targets)
-            if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-                shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss)
-                raise ValueError(
-                    f"loss_fn must return a scalar tensor (mean reduction), got {shape}"
-                )
-            return loss
+            return batch_loss.evaluate(model, batch, state={**fixed, **p}).loss
 
         return loss_of
 
-    def _batches(self) -> Iterator[tuple[Any, Any]]:
-        return iter_batches(
+    def _batches(self) -> Iterator[Any]:
+        return walk_batches(
             self.data, self.targets, max_batches=self.max_batches, device=self.device
         )
+
+
+def _param_names(model: nn.Module, params: Sequence[str] | None) -> list[str]:
+    all_params = dict(model.named_parameters())
+    if params is None:
+        names = [n for n, p in all_params.items() if p.requires_grad]
+    else:
+        if isinstance(params, str):
+            params = [params]
+        if not isinstance(params, Iterable) or not all(isinstance(n, str) for n in params):
+            raise TypeError(f"params must be a list of parameter names or None, got {params!r}")
+        names = list(dict.fromkeys(params))
+        unknown = [n for n in names if n not in all_params]
+        if unknown:
+            raise ValueError(
+                f"params {unknown} are not parameters of the model; known: {list(all_params)}"
+            )
+        frozen = [n for n in names if not all_params[n].requires_grad]
+        if frozen:
+            raise ValueError(f"params {frozen} have requires_grad=False")
+    if not names:
+        raise ValueError(
+            "the model has no trainable parameters (requires_grad=True): nothing to differentiate"
+        )
+    return names
+
+
+@contextmanager
+def _count_activations(model: nn.Module) -> Iterator[list[int]]:
+    """Sum the elements of every leaf module's tensor outputs while the block runs."""
+    counter = [0]
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        items = output if isinstance(output, (tuple, list)) else (output,)
+        counter[0] += sum(t.numel() for t in items if isinstance(t, torch.Tensor))
+
+    leaves = [m for m in model.modules() if next(m.children(), None) is None]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        yield counter
+    finally:
+        for h in handles:
+            h.remove()
 
 
 @contextmanager
@@ -288,8 +332,12 @@ def hvp(
 
     Args:
         model: The network (restored bit-for-bit afterwards, also on error).
-        loss_fn: ``loss_fn(outputs, targets) -> scalar`` with mean reduction.
-        data: A tensor of inputs (with ``targets``) or a DataLoader of ``(inputs, targets)``.
+        loss_fn: ``loss_fn(output, target) -> scalar`` (mean reduction), a
+            :class:`~optiscope.batch_loss.BatchLoss`, or None when the model returns its
+            own loss (``.loss`` or ``["loss"]``).
+        data: A tensor of inputs (with ``targets``) or an iterable (DataLoader, list) of
+            batches in any layout ``loss_fn`` understands (``(x, y)``, ``(x1, x2, y)``,
+            dicts); batches are weighted by their size.
         targets: Labels for tensor ``data``; None for a DataLoader.
         vector: ``v`` as a dict of tensors shaped like the trainable parameters.
         params: Differentiate only with respect to these parameter names (``vector`` then
@@ -302,6 +350,7 @@ def hvp(
     Raises:
         ValueError: No trainable parameters, a non-scalar loss, empty data, or a vector
             with missing names or wrong sizes.
+        TypeError: ``model``, ``loss_fn``, ``params`` or ``max_batches`` of the wrong kind.
 
     Example:
         >>> import torch

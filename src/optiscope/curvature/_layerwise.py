@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
 
+from optiscope._internal.checks import check_choice, check_int, check_positive_int, check_seed
 from optiscope._internal.restore import preserved
-from optiscope.curvature._common import (
-    check_int,
-    check_seed,
-    check_tol,
-    make_generator,
-)
+from optiscope.curvature._common import check_tol, make_generator
 from optiscope.curvature._eigen import _lanczos_eigs
-from optiscope.curvature._hvp import HessianOperator
+from optiscope.curvature._hvp import HessianOperator, LossFn
 from optiscope.curvature._trace import hutchinson_samples
 
 __all__ = ["LayerCurvature", "layerwise_curvature"]
@@ -58,7 +54,7 @@ def _groups(model: nn.Module, group_by: str) -> dict[str, list[str]]:
 
 def layerwise_curvature(
     model: nn.Module,
-    loss_fn: Callable[..., torch.Tensor],
+    loss_fn: LossFn,
     data: torch.Tensor | Iterable,
     targets: torch.Tensor | None = None,
     max_iter: int = 100,
@@ -79,8 +75,12 @@ def layerwise_curvature(
 
     Args:
         model: The network; restored bit-for-bit afterwards, also on error.
-        loss_fn: ``loss_fn(outputs, targets) -> scalar`` with mean reduction.
-        data: A tensor of inputs (with ``targets``) or a DataLoader of ``(inputs, targets)``.
+        loss_fn: ``loss_fn(output, target) -> scalar`` (mean reduction), a
+            :class:`~optiscope.batch_loss.BatchLoss`, or None when the model returns its
+            own loss (``.loss`` or ``["loss"]``).
+        data: A tensor of inputs (with ``targets``) or an iterable (DataLoader, list) of
+            batches in any layout ``loss_fn`` understands (``(x, y)``, ``(x1, x2, y)``,
+            dicts); batches are weighted by their size.
         targets: Labels for tensor ``data``; None for a DataLoader.
         max_iter: Lanczos steps per layer, >= 1.
         tol: Relative residual tolerance of the eigenvalues, > 0.
@@ -96,6 +96,8 @@ def layerwise_curvature(
 
     Raises:
         ValueError: Arguments out of range, no trainable parameters, a non-scalar loss.
+        TypeError: An argument of the wrong kind (a float count, a bool, a non-string
+            choice), or a ``loss_fn`` that is neither callable, a BatchLoss nor None.
 
     Example:
         >>> import torch
@@ -104,13 +106,12 @@ def layerwise_curvature(
         >>> sorted(layerwise_curvature(m, torch.nn.functional.mse_loss, X, y, seed=0))
         ['0', '2']
     """
-    max_iter = check_int("max_iter", max_iter)
+    max_iter = check_positive_int("max_iter", max_iter)
     check_tol(tol)
     seed = check_seed(seed)
     trace_samples = check_int("trace_samples", trace_samples, low=2)
-    probe_batch = check_int("probe_batch", probe_batch)
-    if group_by not in ("module", "parameter"):
-        raise ValueError(f"group_by must be 'module' or 'parameter', got {group_by!r}")
+    probe_batch = check_positive_int("probe_batch", probe_batch)
+    check_choice("group_by", group_by, ("module", "parameter"))
     full = HessianOperator(model, loss_fn, data, targets, max_batches=max_batches)
     groups = _groups(model, group_by)
     generator = make_generator(full, seed)
