@@ -102,8 +102,8 @@ def test_smoothing_leaves_out_non_finite_points():
     assert out[:3] == pytest.approx([1.0, 1.0, 1.0]) and math.isnan(out[3])
 
 
-def _sigmoid_curve(n=100, fastest=-3.0, rise=-1.0):
-    lrs = list(np.logspace(-6, 1, n))
+def _sigmoid_curve(n=100, fastest=-3.0, rise=-1.0, low=-7):
+    lrs = list(np.logspace(low, 1, n))
     x = np.log10(lrs)
     losses = 2.0 - 1.0 / (1 + np.exp(-4 * (x - fastest))) + np.where(x > rise, (x - rise) ** 2, 0)
     return lrs, list(losses)
@@ -111,13 +111,26 @@ def _sigmoid_curve(n=100, fastest=-3.0, rise=-1.0):
 
 @pytest.mark.parametrize("fastest", [-4.0, -3.0, -2.0])
 def test_steepest_rule_finds_the_fastest_fall(fastest):
+    # At the pace of lr_find's defaults (1e-7 to 10 in 100 steps) the rule reads the curve
+    # as it is: the grid point nearest the fastest fall.
     lrs, losses = _sigmoid_curve(fastest=fastest, rise=fastest + 1.5)
     out = suggest(lrs, losses, "exp")
-    step = 7 / 99  # decades between two points
+    step = 8 / 99  # decades between two points
     assert abs(math.log10(out["steepest"]) - fastest) <= step / 2 + 1e-9
     # The curve's minimum, in closed form, is where the rise's slope 2 (x - rise) meets
     # the sigmoid's; numerically it is the grid point of least loss.
     assert out["min/10"] == pytest.approx(lrs[int(np.argmin(losses))] / 10, rel=1e-12)
+
+
+@pytest.mark.parametrize(("n", "low"), [(200, -7), (100, -6), (60, -5)])
+def test_steepest_rule_reads_other_paces_at_the_default_pace(n, low):
+    # A test growing the rate by r per step has done about r / (r - 1) steps of training
+    # at the current rate; the rule rescales to the default pace r0 = 10 ** (8 / 99).
+    lrs, losses = _sigmoid_curve(n=n, fastest=-3.0, rise=-1.5, low=low)
+    r, r0 = lrs[1] / lrs[0], 10 ** (8 / 99)
+    nearest = lrs[int(np.argmin(np.abs(np.log10(lrs) + 3.0)))]  # the sigmoid's fastest fall
+    steepest = suggest(lrs, losses, "exp")["steepest"]
+    assert steepest == pytest.approx(nearest * (r / (r - 1)) / (r0 / (r0 - 1)), rel=1e-12)
 
 
 def test_steepest_rule_on_a_linear_schedule_uses_the_slope_per_unit_lr():

@@ -10,11 +10,20 @@ delay of ``beta / (1 - beta)`` points (49 for 0.98) moves every feature of the c
 higher rates. Three rules read it (``result.suggestions``):
 
 * ``"steepest"`` (the default): where the smoothed loss falls fastest per unit of
-  log learning rate, before its minimum;
+  log learning rate, before its minimum, at the pace of lr_find's defaults (see below);
 * ``"valley"``: fastai's rule, the middle of the longest descending run of the curve;
 * ``"min/10"``: the rate at the minimum of the smoothed loss, divided by 10.
 
 ``benchmarks/bench_lr_find.py`` checks them against sweeps of fixed learning rates.
+
+The loss at a step of the test reflects the training done by the steps before it, about
+``r / (r - 1)`` steps' worth at the current rate when the rate grows by ``r`` per step. A
+slower test (more steps per decade) has done more training by a given rate, so its
+curve falls at lower rates: at 200 steps instead of 100 over the same range the steepest
+point sits about 2x lower. The steepest rule therefore reads the rate at the pace of
+lr_find's defaults (1e-7 to 10 in 100 steps): it multiplies the steepest point by
+``(1 - 1 / r_default) / (1 - 1 / r)``, 1 for the defaults, 1.13 for 1e-6 to 10 in 100
+steps, 1.95 for 200 steps. Linear tests are read as they are.
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ __all__ = ["LRFindResult", "RULES", "lr_find"]
 RULES = ("steepest", "valley", "min/10")
 # Kernel width of the smoothing, as a share of num_iter (3 points of a 100-point test).
 SMOOTH_SHARE = 0.03
+# Per-step growth of the rate in lr_find's defaults (1e-7 to 10 in 100 steps).
+REFERENCE_STEP = 10 ** (8 / 99)
 # Loss values are copied to the host (for the divergence check) every this many steps.
 CHECK_EVERY = 10
 
@@ -310,7 +321,11 @@ def suggest(lrs: list[float], smoothed: list[float], mode: str) -> dict[str, flo
         x = np.log(lr[: i_min + 1]) if mode == "exp" else lr[: i_min + 1]
         slope = np.gradient(loss[: i_min + 1], x)
         if slope.min() < 0:
-            out["steepest"] = float(lr[int(np.argmin(slope))])
+            steepest = float(lr[int(np.argmin(slope))])
+            if mode == "exp":
+                step = lrs[1] / lrs[0]
+                steepest *= (1 - 1 / REFERENCE_STEP) / (1 - 1 / step)
+            out["steepest"] = min(max(steepest, lrs[0]), lrs[-1])
     out["valley"] = float(lr[_valley(loss)])
     return out
 
