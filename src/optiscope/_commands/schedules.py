@@ -89,11 +89,8 @@ def _split(tokens: list[str]) -> dict[str, object]:
 
 
 def _default_steps(schedule) -> int:
-    for attr in ("total_steps", "T_max"):
-        value = getattr(schedule, attr, None)
-        if isinstance(value, (int, float)):
-            return max(1, math.ceil(value))
-    return 100
+    length = schedule.length
+    return 100 if length is None else max(1, math.ceil(length))
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -6,12 +6,12 @@ so the command line prints one line instead of a traceback.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
 
+from optiscope._internal.registry import lookup
 from optiscope.app.config import ConfigError
 
 __all__ = ["resolve_import", "keyword_names", "call_with", "check_keys", "registry_lookup"]
@@ -87,11 +87,8 @@ def check_keys(where: str, cls: Any, params: dict[str, Any], label: str) -> None
 
 
 def registry_lookup(where: str, registry: dict[str, Any], name: str, kind: str) -> Any:
-    cls = registry.get(name.strip().lower() if kind == "clipper" else name)
-    if cls is None:
-        close = difflib.get_close_matches(name, list(registry), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(
-            f"{where} name: unknown {kind} {name!r}{hint}; known: {', '.join(sorted(registry))}"
-        )
-    return cls
+    """The class ``registry`` holds under ``name`` (the shared lookup rule), or ConfigError."""
+    try:
+        return lookup(registry, name, kind)
+    except ValueError as e:
+        raise ConfigError(f"{where} name: {e}") from None
