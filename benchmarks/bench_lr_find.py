@@ -1,24 +1,29 @@
 """Is the LR finder's suggestion right? Each rule against a sweep of fixed learning rates.
 
-A suite of small tasks (optimizer x model x data): AdamW and SGD with momentum; an MLP, a
-small CNN with BatchNorm and a transformer encoder; the digits, scikit-learn's bundled
-breast-cancer, wine and diabetes sets, synthetic tokens and a synthetic regression. For
-each task the ground truth is a sweep: the model (same initial weights, same batches)
-trained for a fixed budget at each rate of a log grid, validation loss at the end; the
-best rate is the grid point with the lowest validation loss.
+A suite of eight small tasks (optimizer x model x data): AdamW and SGD with momentum; an
+MLP, a small CNN with BatchNorm and a transformer encoder; the digits, scikit-learn's
+bundled breast-cancer and diabetes sets, synthetic tokens and a synthetic regression.
+The ground truth of a task is a sweep: 16 rates, a third of a decade apart from 1e-4 to
+10, each trained for the task's fixed budget (3-5 epochs) from the same initial weights
+and batch order, twice (two seeds, validation losses averaged; BatchNorm statistics are
+recomputed on the training set before validating, so stale running averages at high
+rates do not decide). The best rate is the best grid point refined by the parabola
+through its neighbours' log validation losses.
 
-Then one ``lr_find(start_lr=1e-6, end_lr=10, num_iter=100)`` per task gives every rule's
-suggestion (``result.suggestions``), and torch-lr-finder's range test (same start, end,
-iterations, its defaults otherwise) gives its steepest point (``plot(suggest_lr=True)``'s
-rule: ``argmin(np.gradient(loss))`` after skipping 10 first and 5 last points). Printed
-per task and rule: the suggestion, its ratio to the sweep's best rate, and the validation
-loss of training at the suggestion (same budget) relative to the best of the sweep. The
-summary gives, per rule, the geometric mean of max(ratio, 1/ratio), the worst such factor
-and the mean relative validation loss over the suite. A sweep and every training run are
-cached by (task, lr) within the run.
+Then ``lr_find(start_lr=1e-6, end_lr=10, num_iter=100)`` gives every rule's suggestion
+(``result.suggestions``), and torch-lr-finder's range test (same start, end and
+iterations, its defaults otherwise) its steepest point (the rule of its
+``plot(suggest_lr=True)``: ``argmin(np.gradient(loss))`` after skipping the first 10 and
+last 5 points). Printed per task and rule: the suggestion, its ratio to the best rate,
+and the validation loss of training at the suggestion (same budget) relative to the
+sweep's best. The summary gives per rule the geometric mean and the worst of the factor
+max(ratio, 1/ratio), how many tasks are within 3x, and the median and worst relative
+validation loss. A robustness summary repeats the range tests with another seed, with
+lr_find's default start (1e-7) and with 200 iterations (factors only). Every training
+run is cached by (task, rate) within the run.
 
-These are not timings; the machine's load does not change any number printed. Run:
-``python benchmarks/bench_lr_find.py`` (a few minutes on 2 cores).
+The numbers do not depend on the machine's load (no timing is measured). Run:
+``python benchmarks/bench_lr_find.py`` (about 3-6 minutes on 2 shared cores).
 """
 
 from __future__ import annotations
@@ -241,23 +246,32 @@ def sweep(task: Task) -> tuple[float, float, float]:
 
 
 # --- the finders ----------------------------------------------------------------------
-def optiscope_suggestions(task: Task) -> tuple[dict[str, float | None], str]:
-    model, opt = task.make(1e-3)
-    res = lr_find(
-        model, opt, task.loss, loader(task), start_lr=START_LR, end_lr=END_LR, num_iter=NUM_ITER
-    )
+# Settings of the range test: the issue's (main table), then lr_find's own defaults and
+# other initialisations and batch orders (factors only, in the robustness summary).
+SETTINGS = ((0, START_LR, NUM_ITER), (1, START_LR, NUM_ITER), (0, 1e-7, NUM_ITER),
+            (0, START_LR, 200))  # fmt: skip
+
+
+def optiscope_suggestions(
+    task: Task, seed: int = 0, start_lr: float = START_LR, num_iter: int = NUM_ITER
+) -> tuple[dict[str, float | None], str | None]:
+    model, opt = task.make(1e-3, seed)
+    res = lr_find(model, opt, task.loss, loader(task, seed), start_lr=start_lr, end_lr=END_LR,
+                  num_iter=num_iter)  # fmt: skip
     return dict(res.suggestions), res.rule
 
 
-def torch_lr_finder_steepest(task: Task) -> float | None:
+def torch_lr_finder_steepest(
+    task: Task, seed: int = 0, start_lr: float = START_LR, num_iter: int = NUM_ITER
+) -> float | None:
     try:
         from torch_lr_finder import LRFinder
     except ImportError:
         return None
-    model, opt = task.make(START_LR)
+    model, opt = task.make(start_lr, seed)
     finder = LRFinder(model, opt, task.loss)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        finder.range_test(loader(task), end_lr=END_LR, num_iter=NUM_ITER)
+        finder.range_test(loader(task, seed), end_lr=END_LR, num_iter=num_iter)
     lrs, losses = finder.history["lr"][10:-5], finder.history["loss"][10:-5]
     if len(losses) < 2:
         return None
@@ -271,39 +285,55 @@ def _factor(lr: float | None, best: float) -> float:
     return math.exp(abs(math.log(lr / best)))
 
 
+def _summary(rows: dict[str, list[float]], rels: dict[str, list[float]] | None = None) -> None:
+    head = f"{'rule':18s} {'geo-mean factor':>15s} {'worst factor':>12s} {'within 3x':>9s}"
+    print(head + (f" {'median val/best':>15s} {'worst val/best':>14s}" if rels else ""))
+    for name, factors in rows.items():
+        geo = math.exp(sum(math.log(f) for f in factors) / len(factors))
+        line = f"{name:18s} {geo:15.2f} {max(factors):12.2f} "
+        line += f"{sum(f <= 3.0 for f in factors):>5d}/{len(factors):<3d}"
+        if rels:
+            line += f" {float(np.median(rels[name])):15.2f} {max(rels[name]):14.3g}"
+        print(line)
+
+
 def main() -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     start = time.perf_counter()
     try:
-        rows: dict[str, list[tuple[float, float]]] = {}
+        factors: dict[str, list[float]] = {}
+        rels: dict[str, list[float]] = {}
+        robust: dict[str, list[float]] = {}
         default = None
         print(f"lr_find(start_lr={START_LR:g}, end_lr={END_LR:g}, num_iter={NUM_ITER}); "
-              f"sweep: {len(GRID)} rates {GRID[0]:g}..{GRID[-1]:g}")  # fmt: skip
+              f"sweep: {len(GRID)} rates {GRID[0]:g}..{GRID[-1]:g}, {SEEDS} runs each")  # fmt: skip
         print(f"{'task':26s} {'rule':18s} {'lr':>9s} {'lr/best':>8s} {'val/best':>9s}")
         for task in TASKS:
             grid_best, best, best_val = sweep(task)
-            sugg, default = optiscope_suggestions(task)
-            entries = {f"{k}{'*' if k == default else ''}": v for k, v in sugg.items()}
-            entries["torch-lr-finder"] = torch_lr_finder_steepest(task)
-            print(f"{task.name:26s} {'sweep best':18s} {best:9.3g} {1.0:8.2f} {1.0:9.2f}   "
-                  f"(grid point {grid_best:.3g}, val loss {best_val:.4g})")  # fmt: skip
-            for name, lr in entries.items():
-                rel = val_loss(task, lr) / best_val if lr is not None else math.inf
-                ratio = lr / best if lr is not None else math.nan
-                print(f"{'':26s} {name:18s} {lr or math.nan:9.3g} {ratio:8.2f} {rel:9.2f}")
-                rows.setdefault(name.rstrip("*"), []).append((_factor(lr, best), rel))
-        print(f"\nsummary over {len(TASKS)} tasks (factor = max(lr/best, best/lr); * default: "
-              f"{default})")  # fmt: skip
-        print(f"{'rule':18s} {'geo-mean factor':>15s} {'worst factor':>12s} "
-              f"{'within 3x':>9s} {'mean val/best':>13s}")  # fmt: skip
-        for name, vals in rows.items():
-            factors = [f for f, _ in vals]
-            geo = math.exp(sum(math.log(f) for f in factors) / len(factors))
-            within = sum(f <= 3.0 for f in factors)
-            rel = sum(min(r, 100.0) for _, r in vals) / len(vals)
-            print(f"{name:18s} {geo:15.2f} {max(factors):12.2f} "
-                  f"{within:>5d}/{len(vals):<3d} {rel:13.3f}")  # fmt: skip
+            for k, (seed, start_lr, num_iter) in enumerate(SETTINGS):
+                sugg, default = optiscope_suggestions(task, seed, start_lr, num_iter)
+                entries = {f"{n}{'*' if n == default else ''}": v for n, v in sugg.items()}
+                entries["torch-lr-finder"] = torch_lr_finder_steepest(task, seed, start_lr,
+                                                                      num_iter)  # fmt: skip
+                for name, lr in entries.items():
+                    robust.setdefault(name.rstrip("*"), []).append(_factor(lr, best))
+                if k:
+                    continue
+                print(f"{task.name:26s} {'sweep best':18s} {best:9.3g} {1.0:8.2f} {1.0:9.2f}   "
+                      f"(grid point {grid_best:.3g}, val loss {best_val:.4g})")  # fmt: skip
+                for name, lr in entries.items():
+                    rel = val_loss(task, lr) / best_val if lr is not None else math.inf
+                    ratio = lr / best if lr is not None else math.nan
+                    print(f"{'':26s} {name:18s} {lr or math.nan:9.3g} {ratio:8.2f} {rel:9.2f}")
+                    factors.setdefault(name.rstrip("*"), []).append(_factor(lr, best))
+                    rels.setdefault(name.rstrip("*"), []).append(rel)
+        print(f"\nsummary over {len(TASKS)} tasks (factor = max(lr/best, best/lr); "
+              f"* default rule: {default})")  # fmt: skip
+        _summary(factors, rels)
+        print(f"\nrobustness: {len(TASKS)} tasks x {len(SETTINGS)} range tests (seed, start_lr, "
+              f"num_iter) in {SETTINGS}")  # fmt: skip
+        _summary(robust)
         print(f"({time.perf_counter() - start:.0f} s)")
     finally:
         torch.set_num_threads(threads)
