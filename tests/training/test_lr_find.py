@@ -152,6 +152,17 @@ def test_valley_rule_on_a_known_longest_descent():
     assert suggest(lrs, losses, "exp")["valley"] == lrs[19 + 13 + 6]
 
 
+def test_valley_rule_leaves_out_the_first_tenth_as_fastai_does():
+    # A descent in the first tenth (100 -> 91) is longer than the one at 40..47, but
+    # fastai reads lrs[n // 10 : -5]: the valley lies in the later run.
+    losses = [100.0 - i for i in range(10)] + [float(i) for i in range(10, 95)]
+    losses[40:48] = [300.0 - k for k in range(8)]
+    losses += [1000.0 + i for i in range(5)]
+    lrs = list(np.logspace(-6, 1, len(losses)))
+    index = lrs.index(suggest(lrs, losses, "exp")["valley"])
+    assert 40 <= index <= 48
+
+
 def test_a_rising_curve_has_no_steepest_point_and_falls_back_to_min_over_10():
     lrs = list(np.logspace(-3, 0, 30))
     losses = list(np.linspace(1.0, 3.0, 30))

@@ -11,7 +11,8 @@ higher rates. Three rules read it (``result.suggestions``):
 
 * ``"steepest"`` (the default): where the smoothed loss falls fastest per unit of
   log learning rate, before its minimum, at the pace of lr_find's defaults (see below);
-* ``"valley"``: fastai's rule, the middle of the longest descending run of the curve;
+* ``"valley"``: fastai's rule, the middle of the longest descending run of the curve
+  (leaving out the first tenth and the last 5 points, as fastai does);
 * ``"min/10"``: the rate at the minimum of the smoothed loss, divided by 10.
 
 ``benchmarks/bench_lr_find.py`` checks them against sweeps of fixed learning rates.
@@ -326,7 +327,12 @@ def suggest(lrs: list[float], smoothed: list[float], mode: str) -> dict[str, flo
                 step = lrs[1] / lrs[0]
                 steepest *= (1 - 1 / REFERENCE_STEP) / (1 - 1 / step)
             out["steepest"] = min(max(steepest, lrs[0]), lrs[-1])
-    out["valley"] = float(lr[_valley(loss)])
+    # fastai reads the valley without the first tenth and the last 5 points.
+    lo, hi = len(loss) // 10, len(loss) - 5
+    if hi - lo >= 3:
+        out["valley"] = float(lr[lo + _valley(loss[lo:hi])])
+    else:
+        out["valley"] = float(lr[_valley(loss)])
     return out
 
 
