@@ -127,10 +127,11 @@ class LRFindResult:
         ax.set_xlabel("Learning rate")
         ax.set_ylabel("Loss")
         finite = [v for v in self.losses[skip_start:end] if math.isfinite(v)]
-        if finite:  # the last, exploding points would squash the curve
-            low, high = min(finite), max(finite[: max(1, len(finite) // 2)] + finite[-1:])
-            pad = 0.1 * (high - low) or 0.1 * abs(high) or 1.0
-            ax.set_ylim(low - pad, high + pad)
+        if finite:  # up to the start level: the exploding last points would squash the curve
+            low = min(finite)
+            high = max(finite[: finite.index(low) + 1])
+            pad = (high - low) or abs(high) or 1.0
+            ax.set_ylim(low - 0.1 * pad, high + 0.4 * pad)
         title = "LR range test" + (f", suggestion by the {self.rule} rule" if self.rule else "")
         ax.set_title(title)
         ax.legend(fontsize="small")
