@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n=== {path.stem} ===", flush=True)
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module  # dataclasses look their module up there
         start = time.perf_counter()
         try:
             spec.loader.exec_module(module)
