@@ -285,7 +285,7 @@ class NormClip(_Base):
             return ClipResult(norm)  # only measured: coefficient 1, nothing derived
         # torch's coefficient, forced to 1 on a non-finite norm (gradients untouched).
         finite = torch.isfinite(norm)
-        coef = torch.where(finite, torch.clamp(self.max_norm / (norm + _EPS), max=1.0), 1.0)
+        coef = torch.where(finite, torch.clamp(self.max_norm / (norm + EPS), max=1.0), 1.0)
         scale_(grads, coef, self.foreach)
         return ClipResult(norm, clip_coef=coef)
 
