@@ -12,9 +12,17 @@ from typing import Any, Literal
 
 import torch
 
+from optiscope._internal.checks import (
+    check_non_negative_int,
+    check_norm_type,
+    check_open_unit,
+    check_positive,
+    check_positive_int,
+    check_real,
+)
 from optiscope.clipping import _checks
 from optiscope.clipping._clippers import ClipResult, _Base, coef_for, make_result
-from optiscope.clipping._functional import TensorOrTensors, scale_, total_norm
+from optiscope.clipping._functional import EPS, TensorOrTensors, scale_, total_norm
 
 __all__ = ["AutoClip", "ZClip"]
 
@@ -100,11 +108,11 @@ class AutoClip(_Stateful):
         norm_type: float = 2.0,
         foreach: bool | None = None,
     ) -> None:
-        self.percentile = _checks.real("percentile", percentile)
-        if not 0.0 < self.percentile <= 100.0:
-            raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
-        self.history_size = _checks.positive_int("history_size", history_size)
-        self.norm_type = _checks.norm_type(norm_type)
+        self.percentile = float(
+            check_real("percentile", percentile, low=0.0, high=100.0, low_open=True)
+        )
+        self.history_size = check_positive_int("history_size", history_size)
+        self.norm_type = check_norm_type(norm_type)
         self.foreach = foreach
         self.history = torch.zeros(self.history_size)
         self.count = torch.zeros((), dtype=torch.long)
@@ -200,7 +208,6 @@ class ZClip(_Stateful):
     name = "zclip"
     _config = ("alpha", "z_thresh", "warmup_steps", "max_grad_norm", "clip_option", "norm_type")
     _state = ("mean", "var", "initialized", "warmup_norms", "warmup_finite")
-    _EPS = 1e-6
 
     def __init__(
         self,
@@ -212,11 +219,11 @@ class ZClip(_Stateful):
         norm_type: float = 2.0,
         foreach: bool | None = None,
     ) -> None:
-        self.alpha = _checks.open_unit("alpha", alpha)
-        self.z_thresh = _checks.positive("z_thresh", z_thresh, allow_inf=False)
-        self.warmup_steps = _checks.non_negative_int("warmup_steps", warmup_steps)
+        self.alpha = check_open_unit("alpha", alpha)
+        self.z_thresh = check_positive("z_thresh", z_thresh, allow_inf=False)
+        self.warmup_steps = check_non_negative_int("warmup_steps", warmup_steps)
         self.max_grad_norm = (
-            None if max_grad_norm is None else _checks.positive("max_grad_norm", max_grad_norm)
+            None if max_grad_norm is None else check_positive("max_grad_norm", max_grad_norm)
         )
         if clip_option not in ("adaptive_scaling", "threshold", "mean"):
             raise ValueError(
@@ -224,7 +231,7 @@ class ZClip(_Stateful):
                 f"got {clip_option!r}"
             )
         self.clip_option = clip_option
-        self.norm_type = _checks.norm_type(norm_type)
+        self.norm_type = check_norm_type(norm_type)
         self.foreach = foreach
         self.calls = 0
         self.mean = torch.zeros(())
@@ -252,7 +259,7 @@ class ZClip(_Stateful):
             KeyError: A key is missing.
         """
         if state_dict.get("clipper") == self.name:
-            calls = _checks.non_negative_int("calls", state_dict["calls"])
+            calls = check_non_negative_int("calls", state_dict["calls"])
         super().load_state_dict(state_dict)
         self.calls = calls
 
@@ -274,7 +281,7 @@ class ZClip(_Stateful):
     def _track(self, g: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
         """Spike detection and EMA update; returns the limit (inf when no spike)."""
         std = self.var.sqrt()
-        z = (g - self.mean) / (std + self._EPS)
+        z = (g - self.mean) / (std + EPS)
         spike = self.initialized & (z > self.z_thresh)
         if self.clip_option == "adaptive_scaling":
             target = self.mean + self.z_thresh**2 * std / z

@@ -19,8 +19,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from optiscope._internal.checks import check_norm_type, check_positive
 from optiscope.clipping import _checks
 from optiscope.clipping._functional import (
+    EPS,
     TensorOrTensors,
     agc_,
     group_by_device_and_dtype,
@@ -29,8 +31,6 @@ from optiscope.clipping._functional import (
 )
 
 __all__ = ["AGC", "ClipResult", "Clipper", "NoClip", "NormClip", "ValueClip"]
-
-_EPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def coef_for(
     """
     if nonfinite is None:
         nonfinite = ~torch.isfinite(norm)
-    coef = torch.clamp(limit / (norm + _EPS), max=1.0)
+    coef = torch.clamp(limit / (norm + EPS), max=1.0)
     return torch.where(nonfinite, 1.0, coef), nonfinite
 
 
@@ -191,8 +191,8 @@ class NormClip(_Base):
     def __init__(
         self, max_norm: float, norm_type: float = 2.0, foreach: bool | None = None
     ) -> None:
-        self.max_norm = _checks.positive("max_norm", max_norm)
-        self.norm_type = _checks.norm_type(norm_type)
+        self.max_norm = check_positive("max_norm", max_norm)
+        self.norm_type = check_norm_type(norm_type)
         self.foreach = foreach
 
     @torch.no_grad()
@@ -258,8 +258,8 @@ class ValueClip(_Base):
     def __init__(
         self, clip_value: float, norm_type: float = 2.0, foreach: bool | None = None
     ) -> None:
-        self.clip_value = _checks.positive("clip_value", clip_value)
-        self.norm_type = _checks.norm_type(norm_type)
+        self.clip_value = check_positive("clip_value", clip_value)
+        self.norm_type = check_norm_type(norm_type)
         self.foreach = foreach
 
     @torch.no_grad()
@@ -309,9 +309,9 @@ class AGC(_Base):
     _config = ("clip_factor", "eps", "norm_type")
 
     def __init__(self, clip_factor: float = 0.01, eps: float = 1e-3, norm_type: float = 2.0):
-        self.clip_factor = _checks.positive("clip_factor", clip_factor, allow_inf=False)
-        self.eps = _checks.positive("eps", eps, allow_inf=False)
-        self.norm_type = _checks.norm_type(norm_type)
+        self.clip_factor = check_positive("clip_factor", clip_factor, allow_inf=False)
+        self.eps = check_positive("eps", eps, allow_inf=False)
+        self.norm_type = check_norm_type(norm_type)
 
     @torch.no_grad()
     def __call__(self, parameters: TensorOrTensors) -> ClipResult:

@@ -14,12 +14,14 @@ from collections.abc import Iterable
 
 import torch
 
+from optiscope._internal.checks import check_norm_type, check_positive
 from optiscope.clipping import _checks
 
 TensorOrTensors = torch.Tensor | Iterable[torch.Tensor]
 
-# Same constant as torch, so our coefficients match torch's bit for bit.
-_EPS = 1e-6
+# Same constant as torch, so our coefficients match torch's bit for bit; the one epsilon
+# of the clipping package (clippers and ZClip's z-score import it).
+EPS = 1e-6
 _LOW_PRECISION = frozenset((torch.float16, torch.bfloat16))
 
 __all__ = ["adaptive_clip_grad_", "clip_grad_norm_", "clip_grad_value_"]
@@ -170,14 +172,14 @@ def clip_grad_norm_(
         >>> w.grad
         tensor([0.6000, 0.8000])
     """
-    max_norm = _checks.positive("max_norm", max_norm)
-    p = _checks.norm_type(norm_type)
+    max_norm = check_positive("max_norm", max_norm)
+    p = check_norm_type(norm_type)
     grads = _checks.grads_from(parameters)
     norm = total_norm(grads, p, error_if_nonfinite, foreach)
     if grads and not math.isinf(max_norm):  # inf only measures: skip the multiply by 1
         # torch's clip_grads_with_norm_ maths (same ops, same bits) on the gradients we
         # already hold, instead of letting it collect them from the parameters again.
-        scale_(grads, torch.clamp(max_norm / (norm + _EPS), max=1.0), foreach)
+        scale_(grads, torch.clamp(max_norm / (norm + EPS), max=1.0), foreach)
     return norm
 
 
@@ -209,7 +211,7 @@ def clip_grad_value_(
         >>> w.grad
         tensor([-0.5000,  0.1000,  0.5000])
     """
-    clip_value = _checks.positive("clip_value", clip_value)
+    clip_value = check_positive("clip_value", clip_value)
     params = _checks.as_tensor_list(parameters)
     torch.nn.utils.clip_grad_value_(params, clip_value, foreach=foreach)
 
@@ -284,7 +286,7 @@ def agc_(
     for g_sel, g_norm, w_norm in work:
         max_norm = w_norm.clamp_(min=eps).mul_(clip_factor)
         # timm's rule: keep a unit whose norm is below its limit, else rescale it to it.
-        scale = torch.where(g_norm < max_norm, 1.0, max_norm / g_norm.clamp(min=_EPS))
+        scale = torch.where(g_norm < max_norm, 1.0, max_norm / g_norm.clamp(min=EPS))
         if finite is not None:
             scale = torch.where(finite.to(scale.device), scale, 1.0)
         shape = g_sel[0].shape
@@ -346,9 +348,9 @@ def adaptive_clip_grad_(
         tensor([[0.1000, 0.1000],
                 [0.1000, 0.1000]])
     """
-    clip_factor = _checks.positive("clip_factor", clip_factor, allow_inf=False)
-    eps = _checks.positive("eps", eps, allow_inf=False)
-    p = _checks.norm_type(norm_type)
+    clip_factor = check_positive("clip_factor", clip_factor, allow_inf=False)
+    eps = check_positive("eps", eps, allow_inf=False)
+    p = check_norm_type(norm_type)
     params = _checks.as_tensor_list(parameters)
     pre, _, _ = agc_(params, clip_factor, eps, p, skip_nonfinite=False)
     return pre

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from optiscope._internal.registry import build
 from optiscope.clipping._adaptive import AutoClip, ZClip
 from optiscope.clipping._clippers import AGC, Clipper, NoClip, NormClip, ValueClip
 
@@ -31,16 +32,13 @@ def get_clipper(name: str, **params: Any) -> Clipper:
         The clipper.
 
     Raises:
-        ValueError: Unknown name (the message lists the known ones), or a bad argument.
-        TypeError: ``name`` is not a string, or an argument the clipper does not take.
+        ValueError: Unknown name (the message suggests the nearest and lists the known
+            ones), or a bad argument value.
+        TypeError: ``name`` is not a string, or a keyword the clipper does not take (the
+            message lists the allowed ones).
 
     Example:
         >>> get_clipper("norm", max_norm=1.0)
         NormClip(max_norm=1.0, norm_type=2.0)
     """
-    if not isinstance(name, str):
-        raise TypeError(f"clipper name must be a string, got {type(name).__name__}")
-    key = name.strip().lower()
-    if key not in CLIPPERS:
-        raise ValueError(f"unknown clipper {name!r}; known: {', '.join(sorted(CLIPPERS))}")
-    return CLIPPERS[key](**params)
+    return build(CLIPPERS, name, "clipper", params)

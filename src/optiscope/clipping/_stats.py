@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from optiscope.clipping import _checks
+from optiscope._internal.checks import check_norm_type
 from optiscope.clipping._functional import per_tensor_norms
 
 __all__ = ["GradientTracker", "grad_norms"]
@@ -46,7 +46,7 @@ def grad_norms(model: nn.Module, norm_type: float = 2.0) -> dict[str, torch.Tens
         {'weight': 1.414, 'bias': 1.0}
     """
     model = _check_module(model)
-    p = _checks.norm_type(norm_type)
+    p = check_norm_type(norm_type)
     named = [(n, q.grad) for n, q in model.named_parameters() if q.grad is not None]
     if not named:
         return {}
@@ -89,7 +89,7 @@ class GradientTracker:
 
     def __init__(self, model: nn.Module, norm_type: float = 2.0) -> None:
         self.model = _check_module(model)
-        self.norm_type = _checks.norm_type(norm_type)
+        self.norm_type = check_norm_type(norm_type)
         self._params = [(n, p) for n, p in model.named_parameters()]
         if not self._params:
             raise ValueError("model has no parameters to track")

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from optiscope._internal.batches import iter_batches
+from optiscope._internal.checks import check_positive_int
 from optiscope._internal.figures import finish_figure
-from optiscope.clipping import _checks
 from optiscope.clipping._clippers import NoClip, NormClip
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def train_with_gradient_tracking(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    epochs = _checks.positive_int("epochs", epochs)
+    epochs = check_positive_int("epochs", epochs)
     clipper = NoClip() if max_grad_norm is None else NormClip(max_grad_norm)
     params = [p for p in model.parameters() if p.requires_grad]
     device = params[0].device if params else None

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from optiscope.schedules._validate import check_lr, check_step
+from optiscope._internal.checks import check_lr, check_step
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -6,8 +6,8 @@ import bisect
 import math
 from collections.abc import Sequence
 
+from optiscope._internal.checks import check_real
 from optiscope.schedules._base import Schedule
-from optiscope.schedules._validate import check_real
 
 __all__ = ["Join", "join"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
+from optiscope._internal.checks import check_choice, check_int, check_lr, check_real
 from optiscope.schedules._base import Schedule
-from optiscope.schedules._validate import check_choice, check_int, check_lr, check_real
 
 __all__ = ["OneCycle", "CyclicLR"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from optiscope._internal.checks import check_int
 from optiscope.schedules._base import Schedule
-from optiscope.schedules._validate import check_int
 
 __all__ = ["describe"]
 

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from optiscope._internal.checks import check_choice, check_int
 from optiscope._internal.figures import finish_figure
 from optiscope.schedules._base import Schedule
-from optiscope.schedules._validate import check_choice, check_int
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import math
 
+from optiscope._internal.checks import check_choice, check_lr, check_real
 from optiscope.schedules._base import Schedule
 from optiscope.schedules._compose import join
-from optiscope.schedules._validate import check_choice, check_lr, check_real
 from optiscope.schedules._warmup import LinearWarmup
 
 __all__ = ["InverseSqrt", "InverseSqrtDecay", "WarmupStableDecay", "Decay"]

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from optiscope._internal.checks import check_int, check_lr, check_real
 from optiscope.schedules._base import Schedule
-from optiscope.schedules._validate import check_int, check_lr, check_real
 
 __all__ = ["CosineAnnealingWarmRestarts"]
 

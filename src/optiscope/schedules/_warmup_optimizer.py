@@ -7,7 +7,7 @@ from typing import Any
 
 from torch.optim import Optimizer
 
-from optiscope.schedules._validate import check_lr, check_real
+from optiscope._internal.checks import check_lr, check_real
 
 __all__ = ["WarmupOptimizer"]
 

@@ -1,11 +1,11 @@
-"""Atomic checkpoint files: write to a temp file, fsync, rename; load with weights_only.
+"""Checkpoint files: written with :func:`~optiscope._internal.atomic.atomic_write`, loaded
+with ``weights_only=True``.
 
 A checkpoint is a plain dict of named states (tensors, numbers, strings, lists, dicts), so
 it loads with ``torch.load(weights_only=True)`` and never executes pickled code. A kill at
 any moment of :func:`save_checkpoint_file` leaves either the old file or the new one at
-``path``, never a torn one: the data goes to a temporary file in the same directory, is
-flushed to disk, and only then replaces ``path`` with ``os.replace`` (atomic on POSIX and
-Windows); the directory is fsynced so the rename itself survives a power cut.
+``path``, never a torn one (temp file, fsync, rename, fsync the directory), and the next
+write removes the temp files a killed writer left.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from optiscope._internal.atomic import atomic_write
 
 __all__ = [
     "CheckpointError",
@@ -56,35 +58,10 @@ def save_checkpoint_file(state: dict[str, Any], path: str | os.PathLike) -> Path
         >>> load_checkpoint_file(p)["w"].tolist()
         [1.0, 1.0]
     """
-    path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        return atomic_write(path, lambda f: torch.save(state, f))
     except OSError as e:
-        raise CheckpointError(f"cannot write checkpoint directory {path.parent}: {e}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # Never leave temp files behind, also on KeyboardInterrupt.
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename durable; not possible on Windows, where os.replace is enough.
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        raise CheckpointError(f"cannot write checkpoint {path}: {e}") from e
 
 
 def load_checkpoint_file(

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
+from optiscope._internal.checks import check_positive
 from optiscope.clipping import clip_grad_norm_
-from optiscope.clipping._checks import positive
 
 __all__ = ["GlobalNormClip", "apply_clipper"]
 
@@ -33,7 +33,7 @@ class GlobalNormClip:
     """
 
     def __init__(self, max_norm: float | None) -> None:
-        limit = math.inf if max_norm is None else positive("max_grad_norm", max_norm)
+        limit = math.inf if max_norm is None else check_positive("max_grad_norm", max_norm)
         self.max_norm = None if math.isinf(limit) else limit
 
     def __call__(self, parameters: Iterable[torch.Tensor]) -> torch.Tensor:
