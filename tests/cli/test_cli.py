@@ -99,8 +99,8 @@ def test_train_writes_the_whole_run_directory(trained) -> None:
 
 
 def test_applied_learning_rates_and_clip_flags_follow_the_config(trained) -> None:
-    from optiscope.app.build import build_schedule
-    from optiscope.app.config import load_config
+    from optiscope.run.build import build_schedule
+    from optiscope.run.config import load_config
 
     assert trained.proc.returncode == 0
     ckpt = torch.load(trained.run_dir / "checkpoints" / "last.pt", weights_only=True)
@@ -326,9 +326,9 @@ def test_demo_quick_run_prints_the_report_path(cli, tmp_path) -> None:
 
 
 def test_demo_print_config_is_the_demo_and_a_valid_train_config(capsys) -> None:
-    from optiscope.app.config import parse_config
-    from optiscope.app.demo import demo_config
     from optiscope.cli import main
+    from optiscope.run.config import parse_config
+    from optiscope.run.demo import demo_config
 
     assert main(["demo", "--print-config"]) == 0
     out = capsys.readouterr().out
@@ -337,8 +337,8 @@ def test_demo_print_config_is_the_demo_and_a_valid_train_config(capsys) -> None:
 
 
 def test_examples_digits_toml_is_the_demo_under_another_name() -> None:
-    from optiscope.app.config import load_config
-    from optiscope.app.demo import demo_config
+    from optiscope.run.config import load_config
+    from optiscope.run.demo import demo_config
 
     example = load_config(Path(__file__).parents[2] / "examples" / "digits.toml").to_dict()
     demo = demo_config().to_dict()

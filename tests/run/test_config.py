@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optiscope.app.config import (
+from optiscope.run.config import (
+    Config,
     ConfigError,
-    RunConfig,
     config_to_toml,
     load_config,
     parse_config,
@@ -26,7 +26,7 @@ else:  # pragma: no cover
 
 def test_empty_config_is_all_defaults() -> None:
     cfg = parse_config("")
-    assert cfg == RunConfig()
+    assert cfg == Config()
     assert cfg.model.name == "mlp" and cfg.optimizer.name == "adamw"
     assert cfg.train.epochs == 10 and cfg.train.precision == "32"
     assert cfg.run_dir == Path("runs") / "run"

@@ -101,7 +101,8 @@ def construct(where: str, fn: Callable[..., Any], kwargs: dict[str, Any], label:
     try:
         return fn(**kwargs)
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"{where} ({label}): {str(e).splitlines()[0] if str(e) else e!r}") from None
+        first = str(e).splitlines()[0] if str(e) else repr(e)
+        raise ConfigError(f"{where} ({label}): {first}") from None
 
 
 def registry_lookup(where: str, registry: dict[str, Any], name: str, kind: str) -> Any:

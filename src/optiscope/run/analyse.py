@@ -1,8 +1,8 @@
-"""Landscape and curvature figures around a model's current weights, for a run's report.
+"""Analyse: landscape and curvature figures around a model's trained weights.
 
-Everything here calls :mod:`optiscope.landscape` and :mod:`optiscope.curvature` (which
-restore the model bit-for-bit) and only decides what to compute, at which resolution,
-and how to caption it.
+The stage after training. Everything here calls :mod:`optiscope.landscape` and
+:mod:`optiscope.curvature` (which restore the model bit-for-bit) and only decides what to
+compute, at which resolution, and how to caption it.
 """
 
 from __future__ import annotations
@@ -17,24 +17,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from optiscope.app.config import CurvatureSection, LandscapeSection
-from optiscope.app.figures import save_figure, surface_plotly_json
+from optiscope._internal.accuracy import count_correct, infer_task
+from optiscope._internal.restore import preserved
+from optiscope.batch_loss import as_batch_loss, logits_of, to_device
+from optiscope.run.figures import FigureSpec, save_figure, surface_plotly_json
+from optiscope.run.schema import CurvatureSection, LandscapeSection
 
-__all__ = ["FigureSpec", "Analysis", "evaluation_data", "landscape_figures", "curvature_figures"]
+__all__ = [
+    "Analysis",
+    "evaluation_data",
+    "scores_accuracy",
+    "landscape_figures",
+    "curvature_figures",
+]
 
 # Concatenate the evaluation split into one tensor pair up to this many samples: the
 # landscape engine then evaluates a whole grid chunk per pass instead of per batch.
 _MAX_TENSOR_SAMPLES = 16384
-
-
-@dataclass
-class FigureSpec:
-    """A figure written to disk, with the words the report shows for it."""
-
-    title: str
-    caption: str
-    file: Path
-    kind: str = "image"
 
 
 @dataclass
@@ -50,24 +49,58 @@ class Analysis:
 def evaluation_data(loader: Iterable, max_batches: int = 0) -> tuple[Any, Any]:
     """``(data, targets)`` for the landscape and curvature calls.
 
-    Small splits become one tensor pair (fast); anything else stays a loader (targets
-    None), read up to ``max_batches`` batches by the callee.
+    A small split of ``(inputs, targets)`` tensor batches becomes one tensor pair (fast:
+    the landscape engine then evaluates a grid chunk per pass instead of per batch).
+    Anything else (dict batches, several inputs, a large split) stays the loader, with
+    targets None, read up to ``max_batches`` batches by the callee.
+
+    Raises:
+        ValueError: The split yields no batches.
     """
     inputs, targets, n = [], [], 0
     for k, batch in enumerate(loader):
         if max_batches and k >= max_batches:
             break
-        x, y = batch
-        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+        pair = isinstance(batch, (tuple, list)) and len(batch) == 2
+        if not (pair and all(isinstance(t, torch.Tensor) for t in batch)):
             return loader, None
-        inputs.append(x)
-        targets.append(y)
-        n += x.shape[0]
+        inputs.append(batch[0])
+        targets.append(batch[1])
+        n += batch[0].shape[0]
         if n > _MAX_TENSOR_SAMPLES:
             return loader, None
     if not inputs:
         raise ValueError("the evaluation split is empty: it yielded no batches")
     return torch.cat(inputs), torch.cat(targets)
+
+
+def scores_accuracy(model: nn.Module, loss_fn: Any, batch: Any) -> bool:
+    """Whether accuracy means something for this model, loss and batch layout.
+
+    Runs the model once on ``batch`` (eval mode, no gradients, model restored) and asks
+    the project's accuracy rules (:mod:`optiscope._internal.accuracy`) whether its output
+    can be scored against the batch's labels: not for regression, a model whose output has
+    no logits, or shapes that do not match.
+
+    Example:
+        >>> import torch
+        >>> x, y = torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)
+        >>> net = torch.nn.Linear(3, 2)
+        >>> scores_accuracy(net, torch.nn.CrossEntropyLoss(), (x, y))
+        True
+        >>> scores_accuracy(net, torch.nn.MSELoss(), (x, torch.zeros(4, 2)))
+        False
+    """
+    bl = as_batch_loss(loss_fn)
+    device = next(model.parameters()).device
+    with preserved(model), torch.no_grad():
+        model.eval()
+        out = bl.evaluate(model, to_device(batch, device))
+    logits = logits_of(out.output)
+    if logits is None or not isinstance(out.target, torch.Tensor):
+        return False
+    task = infer_task(loss_fn, logits, out.target)
+    return count_correct(logits, out.target, task) is not None
 
 
 def _progress(echo: Callable[[str], None], what: str, t0: float) -> None:
@@ -76,7 +109,7 @@ def _progress(echo: Callable[[str], None], what: str, t0: float) -> None:
 
 def landscape_figures(
     model: nn.Module,
-    loss_fn: Callable[..., torch.Tensor],
+    loss_fn: Callable[..., torch.Tensor] | None,
     data: Any,
     targets: Any,
     cfg: LandscapeSection,
@@ -89,7 +122,7 @@ def landscape_figures(
 
     Args:
         model: The trained network (left exactly as it was).
-        loss_fn: Its loss.
+        loss_fn: Its loss (None: the model computes it; see :mod:`optiscope.batch_loss`).
         data: Inputs tensor, or a loader (then ``targets`` is None).
         targets: Labels for tensor ``data``.
         cfg: Which figures and how fine.
@@ -108,7 +141,8 @@ def landscape_figures(
     device = next(model.parameters()).device
     common = {"max_batches": mb, "device": device, "progress": False}
     span = tuple(cfg.alpha_range)
-    metrics = ("loss", "accuracy") if _is_classification(loss_fn) else ("loss",)
+    first = (data[:1], targets[:1]) if targets is not None else next(iter(data))
+    metrics = ("loss", "accuracy") if scores_accuracy(model, loss_fn, first) else ("loss",)
     n = max(cfg.num_directions, 2 if (cfg.plane or cfg.surface) else 1)
     dirs = L.random_directions(
         model, n, normalization=cfg.normalization, seed=cfg.seed, orthogonal=False
@@ -237,13 +271,9 @@ def _trajectory_figure(model, loss_fn, data, targets, cfg, fig_dir, trajectory, 
     )
 
 
-def _is_classification(loss_fn: Any) -> bool:
-    return isinstance(loss_fn, nn.CrossEntropyLoss | nn.NLLLoss)
-
-
 def curvature_figures(
     model: nn.Module,
-    loss_fn: Callable[..., torch.Tensor],
+    loss_fn: Callable[..., torch.Tensor] | None,
     data: Any,
     targets: Any,
     cfg: CurvatureSection,
