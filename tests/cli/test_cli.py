@@ -323,6 +323,24 @@ def test_demo_quick_run_prints_the_report_path(cli, tmp_path) -> None:
     assert EXPECTED_FIGURES <= {p.name for p in (tmp_path / "smoke" / "figures").iterdir()}
     summary = json.loads((tmp_path / "smoke" / "summary.json").read_text())
     assert summary["epochs"] == 2 and "WarmupCosineSchedule" in summary["schedule"]
+    # The README's listing of runs/demo/ is exactly what the demo writes.
+    listed = set(_readme_run_dir_listing())
+    written = {p.name + ("/" if p.is_dir() else "") for p in (tmp_path / "smoke").iterdir()}
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        listed.discard("tensorboard/")
+    assert written == listed
+    snaps = sorted(p.name for p in (tmp_path / "smoke" / "trajectory").iterdir())
+    assert snaps == ["epoch_0000.pt", "epoch_0001.pt", "epoch_0002.pt"]
+    checkpoints = {p.name for p in (tmp_path / "smoke" / "checkpoints").iterdir()}
+    assert checkpoints == {"last.pt", "best.pt"}
+
+
+def _readme_run_dir_listing() -> list[str]:
+    text = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    block = text.split("```\nruns/demo/\n", 1)[1].split("```", 1)[0]
+    return [line.split()[0] for line in block.splitlines() if line.strip()]
 
 
 def test_demo_print_config_is_the_demo_and_a_valid_train_config(capsys) -> None:

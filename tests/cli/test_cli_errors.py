@@ -81,7 +81,7 @@ CASES = [
         "unknown-model-key",
         ["train", "--config", "{config}"],
         "[model]\nname = 'mlp'\nwidth = 3",
-        "unknown key 'width' in [model] for digits_mlp; allowed: hidden, dropout",
+        "unknown key 'width' in [model] for digits_mlp; allowed: name, hidden, dropout",
     ),
     (
         "missing-module",

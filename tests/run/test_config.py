@@ -186,3 +186,20 @@ def test_config_to_toml_round_trips(name: str, extra: dict) -> None:
     assert again.run.name == name
     assert again.model.params == extra
     assert again.to_dict() == cfg.to_dict()
+
+
+def test_the_example_config_lists_every_key_of_the_schema() -> None:
+    import dataclasses
+
+    from optiscope.run.schema import OPEN_SECTIONS, SECTIONS
+
+    path = Path(__file__).parents[2] / "examples" / "digits.toml"
+    example = tomllib.loads(path.read_text(encoding="utf-8"))
+    assert list(example) == list(SECTIONS)
+    for table, cls in SECTIONS.items():
+        keys = {f.name for f in dataclasses.fields(cls)} - {"params"}
+        if table in OPEN_SECTIONS:
+            # The rest of an open table are the keyword arguments of what it names.
+            assert keys <= set(example[table]), (table, keys - set(example[table]))
+        else:
+            assert set(example[table]) == keys, (table, keys ^ set(example[table]))
