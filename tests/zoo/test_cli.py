@@ -53,6 +53,7 @@ member = "{member.name}"
 name = "tests.zoo.factories:loaders"
 member = "{member.name}"
 batch_size = 16
+val_fraction = 0.25
 
 [train]
 epochs = {EPOCHS}
@@ -103,7 +104,7 @@ def _reference(member: ZooMember, checkpoint: Path) -> tuple[float, float | None
     model.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
     model.eval()
     bl = as_batch_loss(member.loss_fn)
-    _, val = loaders(member.name, batch_size=16)
+    _, val = loaders(member.name, batch_size=16, val_fraction=0.25)
     loss_sum, n, correct, scored = 0.0, 0, 0.0, 0.0
     with torch.no_grad():
         for batch in val:
