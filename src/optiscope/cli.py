@@ -310,11 +310,8 @@ def _split(tokens: list[str]) -> dict[str, object]:
 def _default_steps(schedule) -> int:
     import math
 
-    for attr in ("total_steps", "T_max"):
-        value = getattr(schedule, attr, None)
-        if isinstance(value, (int, float)):
-            return max(1, math.ceil(value))
-    return 100
+    length = schedule.length
+    return 100 if length is None else max(1, math.ceil(length))
 
 
 def _schedules_show(args: argparse.Namespace) -> int:

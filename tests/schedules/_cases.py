@@ -120,7 +120,7 @@ def one_cycle(draw):
     pct = draw(st.floats(0.1, 0.45 if three else 0.9))
     kw = dict(
         pct_start=pct,
-        anneal_strategy=draw(st.sampled_from(["cos", "linear"])),
+        anneal_strategy=draw(st.sampled_from(["cosine", "cos", "linear"])),
         div_factor=draw(st.floats(1.0, 100.0)),
         final_div_factor=draw(st.floats(1.0, 1e5)),
         three_phase=three,

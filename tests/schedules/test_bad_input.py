@@ -66,7 +66,7 @@ BAD = [
     (MultiStepDecay, {"milestones": [0, 10]}, ValueError, "milestones"),
     (MultiStepDecay, {"milestones": 10}, TypeError, "milestones"),
     (MultiStepDecay, {"gamma": 0}, ValueError, "gamma"),
-    (PolynomialDecay, {"total_steps": 0}, ValueError, "total_steps"),
+    (PolynomialDecay, {"decay_steps": 0}, ValueError, "decay_steps"),
     (PolynomialDecay, {"power": 0}, ValueError, "power"),
     (PolynomialDecay, {"end_lr": 1.0}, ValueError, "end_lr"),
     (LinearWarmup, {"warmup_steps": -1}, ValueError, "warmup_steps"),
@@ -86,12 +86,13 @@ BAD = [
     (OneCycle, {"pct_start": 1.0}, ValueError, "pct_start"),
     (OneCycle, {"pct_start": 0.01, "total_steps": 50}, ValueError, "pct_start"),  # empty phase
     (OneCycle, {"pct_start": 0.6, "three_phase": True}, ValueError, "pct_start"),
-    (OneCycle, {"anneal_strategy": "cosine"}, ValueError, "anneal_strategy"),
+    (OneCycle, {"anneal_strategy": "cosin"}, ValueError, "anneal_strategy"),
+    (OneCycle, {"anneal_strategy": 1}, TypeError, "anneal_strategy"),
     (OneCycle, {"div_factor": 0}, ValueError, "div_factor"),
     (OneCycle, {"final_div_factor": -1}, ValueError, "final_div_factor"),
     (OneCycle, {"base_momentum": 0.99}, ValueError, "base_momentum"),
     (OneCycle, {"max_momentum": 1.0}, ValueError, "max_momentum"),
-    (CyclicLR, {"base_lr": 0.1, "max_lr": 0.01}, ValueError, "base_lr"),
+    (CyclicLR, {"start_lr": 0.1, "peak_lr": 0.01}, ValueError, "start_lr"),
     (CyclicLR, {"step_size_up": 0}, ValueError, "step_size_up"),
     (CyclicLR, {"step_size_down": -2}, ValueError, "step_size_down"),
     (CyclicLR, {"mode": "sine"}, ValueError, "mode"),
@@ -108,7 +109,7 @@ BAD = [
     (WarmupStableDecay, {"decay_shape": "sqrt"}, ValueError, "decay_shape"),
     (WarmupStableDecay, {"decay_steps": 0}, ValueError, "decay_steps"),
     (Decay, {"end_lr": 1.0}, ValueError, "end_lr"),
-    (Constant, {"value": -1}, ValueError, "value"),
+    (Constant, {"peak_lr": -1}, ValueError, "peak_lr"),
 ]
 
 

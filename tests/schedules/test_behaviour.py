@@ -12,11 +12,14 @@ from optiscope.schedules import (
     Constant,
     CosineAnnealingScheduler,
     CosineAnnealingWarmRestarts,
+    CyclicLR,
     Decay,
     InverseSqrt,
     LinearWarmup,
     OneCycle,
+    PolynomialDecay,
     StepDecay,
+    WarmupCosineSchedule,
     WarmupStableDecay,
     join,
 )
@@ -132,7 +135,7 @@ class TestJoin:
 class TestOneCycle:
     def test_endpoints(self):
         s = OneCycle(
-            max_lr=0.1, total_steps=100, pct_start=0.3, div_factor=25, final_div_factor=1e4
+            peak_lr=0.1, total_steps=100, pct_start=0.3, div_factor=25, final_div_factor=1e4
         )
         assert s(0) == pytest.approx(0.004)
         assert s(29) == 0.1
@@ -144,11 +147,51 @@ class TestOneCycle:
 
     def test_three_phase(self):
         s = OneCycle(
-            max_lr=1.0, total_steps=100, pct_start=0.25, three_phase=True, anneal_strategy="linear"
+            peak_lr=1.0, total_steps=100, pct_start=0.25, three_phase=True, anneal_strategy="linear"
         )
         assert s(24) == 1.0
         assert s(48) == pytest.approx(1.0 / 25)
         assert s(36) == pytest.approx((1.0 + 1.0 / 25) / 2)
+
+
+class TestOneVocabulary:
+    def test_one_cycle_takes_torch_cos_as_cosine(self):
+        a = OneCycle(peak_lr=0.1, total_steps=50, anneal_strategy="cos")
+        b = OneCycle(peak_lr=0.1, total_steps=50, anneal_strategy="cosine")
+        assert a.anneal_strategy == "cosine" and a.config() == b.config()
+        assert list(a.values(60)) == list(b.values(60))
+
+    def test_linear_decay_is_polynomial_power_one(self):
+        d, p = Decay(0.3, 17.5, 0.01, shape="linear"), PolynomialDecay(0.3, 17.5, 1.0, 0.01)
+        steps = np.linspace(0, 40, 401)
+        np.testing.assert_array_equal(d.values(steps), p.values(steps))
+        # and both are the straight line from peak_lr to end_lr
+        ref = 0.01 + (0.3 - 0.01) * (1 - np.minimum(steps, 17.5) / 17.5)
+        np.testing.assert_allclose(d.values(steps), ref, rtol=1e-14, atol=1e-17)
+
+    @pytest.mark.parametrize(
+        "schedule, peak, length",
+        [
+            (Constant(0.2), 0.2, None),
+            (StepDecay(0.1, 0.5, 10), 0.1, None),
+            (CosineAnnealingScheduler(0.1, 0.0, 30), 0.1, 30),
+            (CosineAnnealingWarmRestarts(0.1, 0.0, 10, 2, cycle_limit=3), 0.1, 70.0),
+            (CosineAnnealingWarmRestarts(0.1, 0.0, 10, 2), 0.1, None),
+            (LinearWarmup(0.1, 20), 0.1, 20),
+            (LinearWarmup(None, 20, after=CosineAnnealingScheduler(0.3, 0.0, 80)), 0.3, 100),
+            (LinearWarmup(None, 20, after=StepDecay(0.3)), 0.3, None),
+            (WarmupCosineSchedule(10, 110, 0.5), 0.5, 110),
+            (OneCycle(0.4, 90), 0.4, 90),
+            (CyclicLR(0.001, 0.006, 20), 0.006, None),
+            (PolynomialDecay(0.2, 40), 0.2, 40),
+            (WarmupStableDecay(0.2, 500, 50, 100), 0.2, 500),
+            (InverseSqrt(0.2, 100), 0.2, None),
+            (join([Constant(0.1), CosineAnnealingScheduler(0.4, 0.0, 30)], [5]), 0.4, 35),
+        ],
+    )
+    def test_peak_and_length(self, schedule, peak, length):
+        assert schedule.peak == peak
+        assert schedule.length == length
 
 
 class TestTransformer:

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from optiscope.schedules import (
+    SCHEDULES,
     CosineAnnealingWarmRestarts,
     LinearWarmup,
     OneCycle,
+    Schedule,
     StepDecay,
     WarmupCosineSchedule,
     compare_schedules,
@@ -37,7 +39,7 @@ def test_describe_warmup_and_momentum():
     text = describe(WarmupCosineSchedule(10, 100, max_lr=0.1), 100)
     assert "  peak: 0.1 at step 10" in text.splitlines()
     assert "  warmup end: step 10" in text.splitlines()
-    text = describe(OneCycle(max_lr=0.1, total_steps=100), 100)
+    text = describe(OneCycle(peak_lr=0.1, total_steps=100), 100)
     assert "peak: 0.1 at step 29" in text
     assert "momentum: 0.85 .. 0.95" in text
 
@@ -62,6 +64,25 @@ def test_guide_plot_signatures_do_not_block(monkeypatch):
     )
     fig = WarmupCosineSchedule(warmup_steps=100, total_steps=1000).plot()
     assert len(fig.axes[0].lines[0].get_ydata()) == 1000
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_one_plot_signature_for_the_family(name):
+    # No schedule overrides plot; what differs is data (default length, unit, title).
+    assert SCHEDULES[name].plot is Schedule.plot, name
+
+
+def test_plot_defaults_follow_the_guide_and_the_length():
+    def drawn(fig):
+        return len(fig.axes[0].lines[0].get_ydata()), fig.axes[0].get_xlabel()
+
+    assert drawn(StepDecay().plot(marks=False)) == (100, "Epoch")  # the guide's epochs=100
+    assert drawn(LinearWarmup().plot(marks=False)) == (5000, "Step")  # its total_steps=5000
+    assert drawn(OneCycle(total_steps=40).plot(marks=False)) == (40, "Step")  # its length
+    assert drawn(CosineAnnealingWarmRestarts().plot(12, marks=False)) == (12, "Epoch")
+    assert StepDecay().plot(3).axes[0].get_title() == "Step Decay (drop=0.5, every 10 epochs)"
+    with pytest.raises(TypeError, match="one of steps, epochs, total_steps"):
+        StepDecay().plot(10, epochs=20)
 
 
 def test_plot_into_given_axes_with_log_scale():

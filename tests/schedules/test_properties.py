@@ -50,3 +50,21 @@ def test_invariants(name, data):
     again = get_schedule(**s.config())
     assert again == s
     assert [again(t) for t in steps] == [s(t) for t in steps]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_peak_bounds_the_values_and_length_is_where_they_stop(name, data):
+    case = data.draw(CASES[name])
+    s, tol = case.schedule, _tol(case)
+    assert s.peak == case.hi  # the peak each case was built with
+    grid = np.linspace(0.0, 3 * case.horizon, 301)
+    assert np.all(s.values(grid) <= s.peak + tol)
+    if s.length is not None:
+        later = data.draw(st.lists(st.floats(0.0, 3 * case.horizon), min_size=1, max_size=10))
+        end = s(s.length)
+        # exact for a single piece; a composed length (w + T) may round by an ulp
+        for dt in later:
+            assert abs(s(s.length + dt) - end) <= tol, (s.length, dt)
+        assert abs(end - s(1e12)) <= tol

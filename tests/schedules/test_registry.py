@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 from optiscope.schedules import (
@@ -32,20 +34,45 @@ def test_names_are_snake_case_and_known():
     assert all(n == n.lower() and " " not in n for n in SCHEDULES)
 
 
-def test_get_schedule_builds_the_class():
+def test_get_schedule_passes_every_parameter():
     s = get_schedule("cosine", initial_lr=0.2, min_lr=0.01, T_max=50)
-    assert isinstance(s, CosineAnnealingScheduler)
-    assert s(25) == CosineAnnealingScheduler(0.2, 0.01, 50)(25)
+    assert type(s) is CosineAnnealingScheduler
+    assert (s.initial_lr, s.min_lr, s.T_max) == (0.2, 0.01, 50)
+    # halfway down the cosine: min + (initial - min) / 2, worked out by hand
+    assert s(25) == pytest.approx(0.105, rel=1e-12)
+    assert s(50) == 0.01
 
 
-def test_unknown_name_lists_known_names():
-    with pytest.raises(ValueError, match="unknown schedule 'cosin'.*step_decay"):
+@pytest.mark.parametrize("name", ["Cosine", " WSD ", "Step_Decay"])
+def test_names_ignore_case_and_spaces(name):
+    assert type(get_schedule(name)) is SCHEDULES[name.strip().lower()]
+
+
+def test_unknown_name_suggests_the_nearest_and_lists_known_names():
+    with pytest.raises(ValueError, match=r"unknown schedule 'cosin' \(did you mean 'cosine'"):
         get_schedule("cosin")
+    with pytest.raises(ValueError, match="known: constant, cosine, .*step_decay"):
+        get_schedule("sgdr")
+    with pytest.raises(TypeError, match="schedule name must be a string"):
+        get_schedule(3)
 
 
-def test_unknown_parameter_is_named():
-    with pytest.raises(ValueError, match="unknown parameter 'lr' for schedule 'cosine'.*T_max"):
-        get_schedule("cosine", lr=0.1)
+def test_unknown_keyword_is_type_error_naming_the_allowed_ones():
+    with pytest.raises(
+        TypeError,
+        match=r"unknown parameter 'T_maxx' for schedule 'cosine' \(did you mean 'T_max'\?\); "
+        "allowed: initial_lr, min_lr, T_max",
+    ):
+        get_schedule("cosine", T_maxx=10)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_peak_and_length_params_are_constructor_parameters(name):
+    cls = SCHEDULES[name]
+    params = inspect.signature(cls.__init__).parameters
+    for attr in ("peak_param", "length_param"):
+        value = getattr(cls, attr)
+        assert value is None or value in params, (name, attr, value)
 
 
 def test_bad_value_is_named():

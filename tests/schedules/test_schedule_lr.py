@@ -101,7 +101,7 @@ class TestNoWarnings:
 class TestNoHostSync:
     def test_step_makes_no_host_sync(self, host_syncs):
         model, opt = _two_group_optimizer(torch.optim.SGD, momentum=0.9)
-        sched = ScheduleLR(opt, OneCycle(max_lr=0.05, total_steps=50))
+        sched = ScheduleLR(opt, OneCycle(peak_lr=0.05, total_steps=50))
         x, y = torch.randn(8, 4), torch.randn(8, 1)
         with host_syncs() as counts:
             for _ in range(20):
@@ -133,7 +133,7 @@ class TestStateDict:
         "schedule",
         [
             WarmupCosineSchedule(5, 60, 0.05, 1e-4),
-            OneCycle(max_lr=0.05, total_steps=60),
+            OneCycle(peak_lr=0.05, total_steps=60),
             LinearWarmup(
                 None, 4, start_lr=1e-3, after=CosineAnnealingWarmRestarts(0.05, 0.0, 5, 2)
             ),

@@ -14,10 +14,13 @@ from optiscope.schedules import (
     CosineAnnealingScheduler,
     CosineAnnealingWarmRestarts,
     CyclicLR,
+    ExponentialDecay,
+    LinearWarmup,
     MultiStepDecay,
     OneCycle,
     PolynomialDecay,
     ScheduleLR,
+    StepDecay,
 )
 
 N_SETS = 16
@@ -57,6 +60,41 @@ def _assert_lrs(ours, torch_lrs, scale):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def test_step_decay_equals_torch_step_lr(rng):
+    for _ in range(N_SETS):
+        lr = float(10 ** rng.uniform(-5, 0))
+        gamma = float(rng.uniform(0.05, 1.0))
+        step_size = int(rng.integers(1, 60))
+        opt = _opt(lr)
+        seen = _drive(opt, tls.StepLR(opt, step_size, gamma), 300)
+        s = StepDecay(lr, gamma, step_size)
+        _assert_lrs([s(k) for k in range(300)], [x for x, _ in seen], lr)
+
+
+def test_exponential_decay_equals_torch_exponential_lr(rng):
+    # torch's gamma per step is exp(-decay_rate); torch multiplies step by step.
+    for _ in range(N_SETS):
+        lr = float(10 ** rng.uniform(-5, 0))
+        rate = float(rng.uniform(0.0, 0.1))
+        opt = _opt(lr)
+        seen = _drive(opt, tls.ExponentialLR(opt, gamma=math.exp(-rate)), 300)
+        s = ExponentialDecay(lr, rate)
+        _assert_lrs([s(k) for k in range(300)], [x for x, _ in seen], lr)
+
+
+def test_linear_warmup_equals_torch_linear_lr(rng):
+    # LinearLR ramps base * start_factor -> base over total_iters, then holds base.
+    for _ in range(N_SETS):
+        lr = float(10 ** rng.uniform(-5, 0))
+        start_factor = float(rng.uniform(0.01, 1.0))
+        w = int(rng.integers(1, 200))
+        opt = _opt(lr)
+        linear = tls.LinearLR(opt, start_factor=start_factor, end_factor=1.0, total_iters=w)
+        seen = _drive(opt, linear, w + 50)
+        s = LinearWarmup(target_lr=lr, warmup_steps=w, start_lr=lr * start_factor)
+        _assert_lrs([s(k) for k in range(w + 50)], [x for x, _ in seen], lr)
 
 
 def test_multistep_equals_torch(rng):

@@ -139,3 +139,87 @@ def test_training_curves_figure(make_model, make_loaders, tmp_path):
     # Works on plain lists and with a non-finite norm in them.
     t.grad_norms[0] = math.nan
     assert plot_training_curves(t).axes[2].get_yscale() == "log"
+
+
+class _Recorder:
+    """Records every hook with the trainer's counters; keeps a counter as its state."""
+
+    def __init__(self):
+        self.events, self.norms_before_step, self.calls = [], [], 0
+
+    def _log(self, name, t):
+        self.events.append((name, t.global_step, t.micro_batch))
+
+    def on_train_start(self, t):
+        self._log("train_start", t)
+
+    def on_after_backward(self, t):
+        self.calls += 1
+        assert all(p.grad is not None for p in t.model.parameters())
+        self._log("after_backward", t)
+
+    def on_before_optimizer_step(self, t):
+        grads = [p.grad.flatten() for p in t.model.parameters()]
+        self.norms_before_step.append(float(torch.linalg.vector_norm(torch.cat(grads))))
+        self._log("before_optimizer_step", t)
+
+    def on_step_end(self, t):
+        self._log("step_end", t)
+
+    def on_log(self, t):
+        self._log("log", t)
+
+    def on_epoch_end(self, t):
+        self._log("epoch_end", t)
+
+    def on_train_end(self, t):
+        self._log("train_end", t)
+
+    def state_dict(self):
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state):
+        self.calls = state["calls"]
+
+
+def test_hooks_order_micro_batches_and_final_gradients(make_model, digits_small):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    X, y = digits_small
+    loader = DataLoader(TensorDataset(X[:64], y[:64]), batch_size=16)  # 4 micro-batches
+    m = make_model(dropout=0.0)
+    rec = _Recorder()
+    t = AdvancedTrainer(
+        m, torch.optim.SGD(m.parameters(), lr=0.1), torch.nn.CrossEntropyLoss(),
+        verbose=False, grad_accum_steps=2, log_interval=1, callbacks=[rec],
+    )  # fmt: skip
+    assert t.config.grad_accum_steps == 2
+    t.train(loader, None, 1, max_grad_norm=0.05)
+    names = [e[0] for e in rec.events]
+    step = ["after_backward", "after_backward", "before_optimizer_step", "log", "step_end"]
+    assert names == ["train_start", *step, *step, "epoch_end", "train_end"]
+    # micro_batch is the index within the optimizer step; global_step counts applied steps.
+    backward = [e[1:] for e in rec.events if e[0] == "after_backward"]
+    assert backward == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert [e[1] for e in rec.events if e[0] == "step_end"] == [1, 2]
+    # Gradients seen before the step are final: clipped to max_norm (measured norms larger).
+    assert all(g > 0.05 for g in t.grad_norms)
+    assert rec.norms_before_step == pytest.approx([0.05, 0.05], rel=1e-4)
+
+
+def test_callback_state_is_saved_and_restored(make_model, make_loaders, tmp_path):
+    train, val = make_loaders(64)
+    m = make_model()
+    rec = _Recorder()
+    t = AdvancedTrainer(m, torch.optim.SGD(m.parameters(), lr=0.05), torch.nn.CrossEntropyLoss(),
+                        verbose=False, callbacks=[rec])  # fmt: skip
+    t.train(train, val, 1, checkpoint_dir=tmp_path)
+    assert rec.calls == len(train)
+    m2 = make_model()
+    fresh = _Recorder()
+    t2 = AdvancedTrainer(m2, torch.optim.SGD(m2.parameters(), lr=0.05),
+                         torch.nn.CrossEntropyLoss(), verbose=False, callbacks=[fresh])  # fmt: skip
+    t2.load_checkpoint(tmp_path / "last.pt")
+    assert fresh.calls == len(train)
+    t2.train(train, val, 2, checkpoint_dir=tmp_path, resume=True)
+    assert fresh.calls == 2 * len(train)

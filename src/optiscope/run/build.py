@@ -245,13 +245,6 @@ def build_loss(cfg: Config) -> Callable[..., torch.Tensor] | None:
     return fn() if inspect.isclass(fn) else fn
 
 
-# Parameter names a schedule may use for its peak value, tried in this order.
-_PEAK_NAMES = ("initial_lr", "max_lr", "target_lr", "peak_lr", "value")
-
-
-_LENGTH_NAMES = ("total_steps", "T_max")
-
-
 def schedule_lengths(cfg: Config, steps_per_epoch: int) -> tuple[int, int]:
     """``(total, warmup)`` in the schedule's unit (optimizer steps, or epochs)."""
     if cfg.schedule.interval == "epoch":
@@ -267,8 +260,9 @@ def build_schedule(cfg: Config, steps_per_epoch: int) -> Any:
     """The optiscope schedule for ``[schedule]``, with lengths and peak filled in.
 
     Keys the user leaves out are filled when the schedule takes them: its peak
-    (``initial_lr``, ``max_lr``, ``target_lr``, ...) from ``[optimizer] lr``, ``total_steps``
-    or ``T_max`` from the run's length, and ``warmup_steps`` from ``warmup_epochs``. A
+    (the class's ``peak_param``: ``initial_lr``, ``max_lr``, ``peak_lr``, ...) from
+    ``[optimizer] lr``, its length (``length_param``: ``total_steps``, ``T_max``,
+    ``decay_steps``) from the run's length, and ``warmup_steps`` from ``warmup_epochs``. A
     schedule without its own warmup gets one in front (``LinearWarmup(after=...)``).
 
     Args:
@@ -304,16 +298,13 @@ def build_schedule(cfg: Config, steps_per_epoch: int) -> Any:
     names, _ = keyword_names(cls)
     params = dict(s.params)
     takes_warmup = "warmup_steps" in names
-    for peak in _PEAK_NAMES:
-        if peak in names:
-            params.setdefault(peak, cfg.optimizer.lr)
-            break
+    if cls.peak_param is not None:
+        params.setdefault(cls.peak_param, cfg.optimizer.lr)
     if takes_warmup:
         params.setdefault("warmup_steps", warmup)
     length = total if takes_warmup or warmup == 0 else total - warmup
-    for name in _LENGTH_NAMES:
-        if name in names:
-            params.setdefault(name, length)
+    if cls.length_param is not None:
+        params.setdefault(cls.length_param, length)
     check_keys("[schedule]", cls, params, s.name)
     schedule = construct("[schedule]", schedules.get_schedule, {"name": s.name, **params}, s.name)
     if warmup > 0 and not takes_warmup:

@@ -9,6 +9,7 @@ Every schedule is a :class:`Schedule`: ``s(t)`` / ``s.get_lr(t)`` for one step,
 from optiscope.schedules._base import Constant, Schedule
 from optiscope.schedules._classic import (
     CosineAnnealingScheduler,
+    Decay,
     ExponentialDecay,
     MultiStepDecay,
     PolynomialDecay,
@@ -21,7 +22,6 @@ from optiscope.schedules._plot import compare_schedules, guide_schedules, plot_s
 from optiscope.schedules._registry import SCHEDULES, get_schedule
 from optiscope.schedules._torch import ScheduleLR
 from optiscope.schedules._transformer import (
-    Decay,
     InverseSqrt,
     InverseSqrtDecay,
     WarmupStableDecay,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -22,8 +23,11 @@ class Schedule:
 
     Subclasses validate their arguments in ``__init__``, store them under the parameter's
     own name (that is what :meth:`config` reads) and implement ``_value(t)`` for a float
-    ``t`` that is already checked. Nothing is counted inside a schedule: the caller passes
-    the step, so resuming is just passing a later step.
+    ``t`` that is already checked. They name the parameters behind :attr:`peak` and
+    :attr:`length` in ``peak_param`` / ``length_param`` (or override the properties), and
+    adjust :meth:`plot` through data (``unit``, ``plot_steps``, ``_plot_title``), never
+    by overriding it. Nothing is counted inside a schedule: the caller passes the step,
+    so resuming is just passing a later step.
 
     Example:
         >>> from optiscope.schedules import StepDecay
@@ -32,10 +36,22 @@ class Schedule:
         (0.025, 0.1)
         >>> s.values(3).tolist()
         [0.1, 0.1, 0.1]
+        >>> s.peak, s.length
+        (0.1, None)
     """
 
     #: Whether :meth:`get_momentum` returns values (``ScheduleLR`` then sets momentum).
     cycles_momentum: bool = False
+    #: The constructor parameter that sets :attr:`peak` (a config that leaves it out
+    #: gets the optimizer's lr), or None when no single parameter does.
+    peak_param: ClassVar[str | None] = None
+    #: The constructor parameter that sets :attr:`length` (a config that leaves it out
+    #: gets the run's length), or None when no single parameter does.
+    length_param: ClassVar[str | None] = None
+    #: What a step is called on plots' x axis (the guide's decays count epochs).
+    unit: ClassVar[str] = "Step"
+    #: Steps :meth:`plot` draws by default; None means :attr:`length` (100 if unbounded).
+    plot_steps: ClassVar[int | None] = None
 
     def _value(self, t: float) -> float:
         raise NotImplementedError
@@ -92,7 +108,7 @@ class Schedule:
 
     def plot(
         self,
-        steps: int = 100,
+        steps: int | None = None,
         *,
         ax: Axes | None = None,
         path: str | None = None,
@@ -100,36 +116,92 @@ class Schedule:
         yscale: str = "linear",
         marks: bool = True,
         title: str | None = None,
-        xlabel: str = "Step",
+        xlabel: str | None = None,
+        epochs: int | None = None,
+        total_steps: int | None = None,
     ) -> Figure:
-        """Draw the schedule over ``steps`` steps and return the Figure (never blocks).
+        """Draw the schedule over its first ``steps`` steps and return the Figure (never blocks).
+
+        One signature for every schedule. ``epochs=`` and ``total_steps=`` are the guide's
+        spellings of ``steps`` (``StepDecay(...).plot(epochs=50)``,
+        ``LinearWarmup(...).plot(total_steps=5000)``); give at most one of the three.
 
         Args:
-            steps: Number of steps to draw (``0..steps-1``).
+            steps: Number of steps to draw (``0..steps-1``); None draws the class's
+                default (:attr:`plot_steps`, else :attr:`length`, else 100).
             ax: Axes to draw into; a new figure is created when None.
             path: Save the figure there when given.
             show: Show the figure (pyplot ``show``) (blocks on interactive backends).
             yscale: ``"linear"`` or ``"log"``.
             marks: Mark the peak, the minimum and :meth:`events`.
-            title: Title; defaults to the schedule's repr.
-            xlabel: Label of the x axis.
+            title: Title; defaults to the guide's title for the guide's classes, else the
+                schedule's repr.
+            xlabel: Label of the x axis; defaults to :attr:`unit`.
+            epochs: The guide's name for ``steps`` on its epoch-based schedules.
+            total_steps: The guide's name for ``steps`` on :class:`LinearWarmup`.
 
         Returns:
             The matplotlib Figure.
+
+        Raises:
+            TypeError: More than one of ``steps``, ``epochs``, ``total_steps`` given.
+            ValueError: ``steps < 1`` or an unknown ``yscale``.
+
+        Example:
+            >>> from optiscope.schedules import StepDecay
+            >>> fig = StepDecay().plot(epochs=50, marks=False)
+            >>> len(fig.axes[0].lines[0].get_ydata()), fig.axes[0].get_xlabel()
+            (50, 'Epoch')
         """
         from optiscope.schedules._plot import plot_schedule
 
+        given = [n for n, v in (("steps", steps), ("epochs", epochs), ("total_steps", total_steps))
+                 if v is not None]  # fmt: skip
+        if len(given) > 1:
+            raise TypeError(f"plot takes one of steps, epochs, total_steps; got {given}")
+        n = steps if steps is not None else epochs if epochs is not None else total_steps
         return plot_schedule(
             self,
-            steps,
+            self._default_plot_steps() if n is None else n,
             ax=ax,
             path=path,
             show=show,
             yscale=yscale,
             marks=marks,
-            title=title,
-            xlabel=xlabel,
+            title=self._plot_title() if title is None else title,
+            xlabel=self.unit if xlabel is None else xlabel,
         )
+
+    def _default_plot_steps(self) -> int:
+        if self.plot_steps is not None:
+            return self.plot_steps
+        length = self.length
+        return 100 if length is None else max(1, math.ceil(length))
+
+    def _plot_title(self) -> str:
+        return repr(self)
+
+    @property
+    def peak(self) -> float:
+        """The peak rate: the highest rate the schedule is built to reach.
+
+        For a decay that is its start; for warmup schedules the rate at the end of the
+        warmup; for cycles the top of the (first) cycle.
+        """
+        if self.peak_param is None:
+            raise NotImplementedError(f"{type(self).__name__} must define peak")
+        return float(getattr(self, self.peak_param))
+
+    @property
+    def length(self) -> float | None:
+        """The schedule's natural length in steps, or None when it never ends.
+
+        From this step on the rate no longer changes (the decay has ended, the warmup is
+        over, the last cycle is done). None for schedules that change forever (step and
+        exponential decay, unlimited restarts and cycles, inverse square root) or are
+        constant throughout.
+        """
+        return None if self.length_param is None else getattr(self, self.length_param)
 
     def config(self) -> dict[str, Any]:
         """The schedule as plain data: ``{"name": ..., **params}`` (nested for composites).
@@ -180,21 +252,24 @@ def _steps_array(steps: int | Iterable[float] | np.ndarray) -> np.ndarray:
 
 
 class Constant(Schedule):
-    """A constant learning rate.
+    """A constant learning rate (its peak, start and end).
 
     Args:
-        value: The learning rate, ``>= 0``.
+        peak_lr: The learning rate, ``>= 0``.
 
     Raises:
-        ValueError: ``value`` is negative or not finite.
+        ValueError: ``peak_lr`` is negative or not finite.
+        TypeError: ``peak_lr`` is not a number.
 
     Example:
-        >>> Constant(0.01)(123)
-        0.01
+        >>> Constant(0.01)(123), Constant(0.01).length
+        (0.01, None)
     """
 
-    def __init__(self, value: float = 0.1) -> None:
-        self.value = check_lr("value", value)
+    peak_param = "peak_lr"
+
+    def __init__(self, peak_lr: float = 0.1) -> None:
+        self.peak_lr = check_lr("peak_lr", peak_lr)
 
     def _value(self, t: float) -> float:
-        return self.value
+        return self.peak_lr

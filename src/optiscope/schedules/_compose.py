@@ -19,7 +19,7 @@ class Join(Schedule):
     start), as in optax's ``join_schedules``. Build it with :func:`join`.
 
     Args:
-        schedules: Two or more schedules.
+        schedules: One or more schedules.
         boundaries: ``len(schedules) - 1`` strictly increasing steps ``> 0``.
 
     Raises:
@@ -29,8 +29,8 @@ class Join(Schedule):
     Example:
         >>> from optiscope.schedules import Constant
         >>> s = Join([Constant(1.0), Constant(0.5)], [10])
-        >>> s(9.5), s(10)
-        (1.0, 0.5)
+        >>> s(9.5), s(10), s.peak, s.length
+        (1.0, 0.5, 1.0, None)
     """
 
     def __init__(self, schedules: Sequence[Schedule], boundaries: Sequence[float]):
@@ -64,12 +64,26 @@ class Join(Schedule):
         return self.schedules[i], t - offset
 
     def _value(self, t: float) -> float:
-        piece, local = self._piece(t)
-        return piece._value(local)
+        # _piece inlined: this runs once per step of every preview
+        i = bisect.bisect_right(self.boundaries, t)
+        return self.schedules[i]._value(t - self.boundaries[i - 1] if i else t)
 
     def _momentum(self, t: float) -> float | None:
         piece, local = self._piece(t)
         return piece._momentum(local)
+
+    @property
+    def peak(self) -> float:
+        """The highest peak of the pieces."""
+        return max(s.peak for s in self.schedules)
+
+    @property
+    def length(self) -> float | None:
+        """Where the last piece ends (None if it never does)."""
+        rest = self.schedules[-1].length
+        if rest is None:
+            return None
+        return (self.boundaries[-1] if self.boundaries else 0) + rest
 
     def events(self, total_steps: int) -> list[tuple[float, str]]:
         starts = [0.0, *self.boundaries]

@@ -12,7 +12,7 @@ __all__ = ["OneCycle", "CyclicLR"]
 
 def _anneal(start: float, end: float, pct: float, strategy: str) -> float:
     # Same expressions as torch's OneCycleLR so values agree to the last bit or two.
-    if strategy == "cos":
+    if strategy == "cosine":
         return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
     return (end - start) * pct + start
 
@@ -26,22 +26,25 @@ def _check_momenta(base: float, high: float) -> tuple[float, float]:
 
 
 class OneCycle(Schedule):
-    """The 1cycle policy: warm up to ``max_lr``, anneal far below the start (torch ``OneCycleLR``).
+    """The 1cycle policy: warm up to ``peak_lr``, anneal far below the start (torch ``OneCycleLR``).
 
-    The rate starts at ``max_lr / div_factor``, reaches ``max_lr`` at step
-    ``pct_start * total_steps - 1`` and ends at ``max_lr / div_factor / final_div_factor``
+    The rate starts at ``peak_lr / div_factor``, reaches ``peak_lr`` at step
+    ``pct_start * total_steps - 1`` and ends at ``peak_lr / div_factor / final_div_factor``
     at step ``total_steps - 1`` (and stays there). With ``three_phase`` it first comes
     back to the start value, then anneals to the end value. Momentum moves the opposite
     way between ``max_momentum`` and ``base_momentum``; :class:`ScheduleLR` applies it to
     ``momentum`` or Adam's ``betas[0]`` when ``cycle_momentum`` is true.
 
+    Parameters are torch's, except ``peak_lr`` (torch's ``max_lr``) and the spelling
+    ``"cosine"`` (torch's ``"cos"`` is accepted too).
+
     Args:
-        max_lr: Peak learning rate, ``>= 0``.
-        total_steps: Number of steps in the cycle, an integer ``>= 2``.
+        peak_lr: Peak learning rate, ``>= 0``.
+        total_steps: Number of steps in the cycle (the warmup included), an integer ``>= 2``.
         pct_start: Fraction of steps spent increasing, in ``(0, 1)``; every phase must
             last more than zero steps.
-        anneal_strategy: ``"cos"`` or ``"linear"``.
-        div_factor: ``initial = max_lr / div_factor``, ``> 0``.
+        anneal_strategy: ``"cosine"`` or ``"linear"`` (``"cos"`` means ``"cosine"``).
+        div_factor: ``initial = peak_lr / div_factor``, ``> 0``.
         final_div_factor: ``final = initial / final_div_factor``, ``> 0``.
         three_phase: Use the three-phase variant.
         cycle_momentum: Cycle momentum inversely to the rate.
@@ -50,22 +53,25 @@ class OneCycle(Schedule):
 
     Raises:
         ValueError: An argument is out of range or a phase would be empty.
-        TypeError: ``total_steps`` is not an integer.
+        TypeError: ``total_steps`` is not an integer, or an argument has the wrong type.
 
     Example:
-        >>> s = OneCycle(max_lr=1.0, total_steps=100, pct_start=0.3)
+        >>> s = OneCycle(peak_lr=1.0, total_steps=100, pct_start=0.3)
         >>> round(s(0), 10), s(29), round(s(99), 10)
         (0.04, 1.0, 4e-06)
         >>> s.get_momentum(29)
         0.85
     """
 
+    peak_param = "peak_lr"
+    length_param = "total_steps"
+
     def __init__(
         self,
-        max_lr: float = 0.1,
+        peak_lr: float = 0.1,
         total_steps: int = 100,
         pct_start: float = 0.3,
-        anneal_strategy: str = "cos",
+        anneal_strategy: str = "cosine",
         div_factor: float = 25.0,
         final_div_factor: float = 1e4,
         three_phase: bool = False,
@@ -73,12 +79,13 @@ class OneCycle(Schedule):
         base_momentum: float = 0.85,
         max_momentum: float = 0.95,
     ):
-        self.max_lr = check_lr("max_lr", max_lr)
+        self.peak_lr = check_lr("peak_lr", peak_lr)
         self.total_steps = check_int("total_steps", total_steps, low=2)
         self.pct_start = check_real(
             "pct_start", pct_start, low=0.0, high=1.0, low_open=True, high_open=True
         )
-        self.anneal_strategy = check_choice("anneal_strategy", anneal_strategy, ("cos", "linear"))
+        strategy = "cosine" if anneal_strategy == "cos" else anneal_strategy  # torch's spelling
+        self.anneal_strategy = check_choice("anneal_strategy", strategy, ("cosine", "linear"))
         self.div_factor = check_real("div_factor", div_factor, low=0.0, low_open=True)
         self.final_div_factor = check_real(
             "final_div_factor", final_div_factor, low=0.0, low_open=True
@@ -87,21 +94,21 @@ class OneCycle(Schedule):
         self.cycle_momentum = bool(cycle_momentum)
         self.base_momentum, self.max_momentum = _check_momenta(base_momentum, max_momentum)
         self.cycles_momentum = self.cycle_momentum
-        initial = self.max_lr / self.div_factor
+        initial = self.peak_lr / self.div_factor
         final = initial / self.final_div_factor
         hi, lo = self.max_momentum, self.base_momentum
         up_end = float(self.pct_start * self.total_steps) - 1
         if self.three_phase:
             # (end step, start lr, end lr, start momentum, end momentum), as torch lays them out
             self._phases = [
-                (up_end, initial, self.max_lr, hi, lo),
-                (float(2 * self.pct_start * self.total_steps) - 2, self.max_lr, initial, lo, hi),
+                (up_end, initial, self.peak_lr, hi, lo),
+                (float(2 * self.pct_start * self.total_steps) - 2, self.peak_lr, initial, lo, hi),
                 (self.total_steps - 1, initial, final, hi, hi),
             ]
         else:
             self._phases = [
-                (up_end, initial, self.max_lr, hi, lo),
-                (self.total_steps - 1, self.max_lr, final, lo, hi),
+                (up_end, initial, self.peak_lr, hi, lo),
+                (self.total_steps - 1, self.peak_lr, final, lo, hi),
             ]
         start = 0.0
         for i, (end, *_) in enumerate(self._phases):
@@ -144,7 +151,7 @@ class OneCycle(Schedule):
 
 
 class CyclicLR(Schedule):
-    """Cyclical learning rates between ``base_lr`` and ``max_lr`` (Smith 2015; torch ``CyclicLR``).
+    """Cyclical rates between ``start_lr`` and ``peak_lr`` (Smith 2015; torch ``CyclicLR``).
 
     A cycle rises for ``step_size_up`` steps and falls for ``step_size_down``. The
     amplitude is scaled per cycle by ``mode``: ``"triangular"`` (constant),
@@ -152,9 +159,12 @@ class CyclicLR(Schedule):
     Momentum cycles inversely between ``max_momentum`` and ``base_momentum`` when
     ``cycle_momentum`` is true (torch's default).
 
+    Parameters are torch's, except ``start_lr`` and ``peak_lr`` (torch's ``base_lr`` and
+    ``max_lr``).
+
     Args:
-        base_lr: Lower bound, ``>= 0``.
-        max_lr: Upper bound, ``>= base_lr``.
+        start_lr: Rate at step 0 and at the start of every cycle (the lower bound), ``>= 0``.
+        peak_lr: Upper bound, reached at ``step_size_up`` into the first cycle, ``>= start_lr``.
         step_size_up: Steps of the rising half, ``> 0``.
         step_size_down: Steps of the falling half, ``> 0``; None means ``step_size_up``.
         mode: ``"triangular"``, ``"triangular2"`` or ``"exp_range"``.
@@ -167,15 +177,17 @@ class CyclicLR(Schedule):
         ValueError: An argument is out of range or an unknown mode.
 
     Example:
-        >>> s = CyclicLR(base_lr=0.0, max_lr=1.0, step_size_up=2, cycle_momentum=False)
+        >>> s = CyclicLR(start_lr=0.0, peak_lr=1.0, step_size_up=2, cycle_momentum=False)
         >>> s.values(5).tolist()
         [0.0, 0.5, 1.0, 0.5, 0.0]
     """
 
+    peak_param = "peak_lr"
+
     def __init__(
         self,
-        base_lr: float = 0.001,
-        max_lr: float = 0.006,
+        start_lr: float = 0.001,
+        peak_lr: float = 0.006,
         step_size_up: float = 2000,
         step_size_down: float | None = None,
         mode: str = "triangular",
@@ -184,10 +196,12 @@ class CyclicLR(Schedule):
         base_momentum: float = 0.8,
         max_momentum: float = 0.9,
     ):
-        self.base_lr = check_lr("base_lr", base_lr)
-        self.max_lr = check_lr("max_lr", max_lr)
-        if self.base_lr > self.max_lr:
-            raise ValueError(f"base_lr must be <= max_lr ({self.max_lr!r}), got {self.base_lr!r}")
+        self.start_lr = check_lr("start_lr", start_lr)
+        self.peak_lr = check_lr("peak_lr", peak_lr)
+        if self.start_lr > self.peak_lr:
+            raise ValueError(
+                f"start_lr must be <= peak_lr ({self.peak_lr!r}), got {self.start_lr!r}"
+            )
         self.step_size_up = check_real("step_size_up", step_size_up, low=0.0, low_open=True)
         self.step_size_down = (
             None
@@ -221,7 +235,7 @@ class CyclicLR(Schedule):
 
     def _value(self, t: float) -> float:
         scale, factor = self._scale_and_factor(t)
-        return self.base_lr + (self.max_lr - self.base_lr) * factor * scale
+        return self.start_lr + (self.peak_lr - self.start_lr) * factor * scale
 
     def _momentum(self, t: float) -> float | None:
         if not self.cycle_momentum:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
+from optiscope._internal.registry import check_keywords, lookup
 from optiscope.schedules._base import Constant, Schedule
 from optiscope.schedules._classic import (
     CosineAnnealingScheduler,
+    Decay,
     ExponentialDecay,
     MultiStepDecay,
     PolynomialDecay,
@@ -15,7 +16,7 @@ from optiscope.schedules._classic import (
 )
 from optiscope.schedules._compose import Join
 from optiscope.schedules._cyclic import CyclicLR, OneCycle
-from optiscope.schedules._transformer import Decay, InverseSqrt, InverseSqrtDecay, WarmupStableDecay
+from optiscope.schedules._transformer import InverseSqrt, InverseSqrtDecay, WarmupStableDecay
 from optiscope.schedules._warm_restarts import CosineAnnealingWarmRestarts
 from optiscope.schedules._warmup import LinearWarmup, WarmupCosineSchedule
 
@@ -58,34 +59,26 @@ def get_schedule(name: str, **params: Any) -> Schedule:
     :meth:`Schedule.config` round-trips: ``get_schedule(**s.config()) == s``.
 
     Args:
-        name: A key of :data:`SCHEDULES`, e.g. ``"cosine"``, ``"warmup_cosine"``, ``"wsd"``.
+        name: A key of :data:`SCHEDULES`, e.g. ``"cosine"``, ``"warmup_cosine"``, ``"wsd"``;
+            case and surrounding spaces are ignored.
         **params: Constructor parameters of that schedule.
 
     Returns:
         The schedule.
 
     Raises:
-        ValueError: Unknown name (the message lists the known ones), unknown parameter
-            (the message lists the allowed ones), or a value out of range.
-        TypeError: A parameter has the wrong type.
+        ValueError: Unknown name (the message suggests the nearest and lists the known
+            ones), or a value out of range.
+        TypeError: ``name`` is not a string, a keyword the schedule does not take (the
+            message lists the allowed ones), or a parameter of the wrong type.
 
     Example:
         >>> get_schedule("cosine", initial_lr=0.1, T_max=10)(5)
         0.05
     """
-    if not isinstance(name, str):
-        raise TypeError(f"schedule name must be a string, got {name!r}")
-    cls = SCHEDULES.get(name)
-    if cls is None:
-        raise ValueError(f"unknown schedule {name!r}; known: {', '.join(sorted(SCHEDULES))}")
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    for key in params:
-        if key not in allowed:
-            raise ValueError(
-                f"unknown parameter {key!r} for schedule {name!r}; allowed: {', '.join(allowed)}"
-            )
-    built = {k: _build_nested(v) for k, v in params.items()}
-    return cls(**built)
+    cls = lookup(SCHEDULES, name, "schedule")
+    check_keywords(cls, params, f"schedule {registry_name(cls)!r}")
+    return cls(**{k: _build_nested(v) for k, v in params.items()})
 
 
 def _build_nested(value: Any) -> Any:

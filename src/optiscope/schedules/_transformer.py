@@ -8,12 +8,11 @@ import math
 
 from optiscope._internal.checks import check_choice, check_lr, check_real
 from optiscope.schedules._base import Schedule
+from optiscope.schedules._classic import DECAY_SHAPES, Decay
 from optiscope.schedules._compose import join
 from optiscope.schedules._warmup import LinearWarmup
 
-__all__ = ["InverseSqrt", "InverseSqrtDecay", "WarmupStableDecay", "Decay"]
-
-_SHAPES = ("linear", "cosine", "1-sqrt")
+__all__ = ["InverseSqrt", "InverseSqrtDecay", "WarmupStableDecay"]
 
 
 class InverseSqrtDecay(Schedule):
@@ -33,6 +32,8 @@ class InverseSqrtDecay(Schedule):
         >>> InverseSqrtDecay(1.0, 100)(300)
         0.5
     """
+
+    peak_param = "peak_lr"
 
     def __init__(self, peak_lr: float = 0.001, timescale: float = 4000):
         self.peak_lr = check_lr("peak_lr", peak_lr)
@@ -68,6 +69,8 @@ class InverseSqrt(Schedule):
         (0.5, 1.0, 0.5)
     """
 
+    peak_param = "peak_lr"
+
     def __init__(
         self,
         peak_lr: float = 0.001,
@@ -93,52 +96,6 @@ class InverseSqrt(Schedule):
 
     def events(self, total_steps: int) -> list[tuple[float, str]]:
         return self._impl.events(total_steps)
-
-
-class Decay(Schedule):
-    """Decay from ``peak_lr`` to ``end_lr`` over ``decay_steps`` with a chosen shape, then hold.
-
-    With progress ``p = min(t / decay_steps, 1)``: ``"linear"`` is ``1 - p``,
-    ``"cosine"`` is ``(1 + cos(pi p)) / 2`` and ``"1-sqrt"`` is ``1 - sqrt(p)``
-    (Hägele et al. 2024), times ``peak_lr - end_lr``, plus ``end_lr``.
-
-    Args:
-        peak_lr: Rate at ``t = 0``, ``>= end_lr``.
-        decay_steps: Length, ``> 0``.
-        end_lr: Final rate, ``>= 0``.
-        shape: ``"linear"``, ``"cosine"`` or ``"1-sqrt"``.
-
-    Raises:
-        ValueError: An argument is out of range or an unknown shape.
-
-    Example:
-        >>> Decay(1.0, 4, shape="1-sqrt")(1)
-        0.5
-    """
-
-    def __init__(
-        self,
-        peak_lr: float = 0.001,
-        decay_steps: float = 1000,
-        end_lr: float = 0.0,
-        shape: str = "linear",
-    ):
-        self.peak_lr = check_lr("peak_lr", peak_lr)
-        self.decay_steps = check_real("decay_steps", decay_steps, low=0.0, low_open=True)
-        self.end_lr = check_lr("end_lr", end_lr)
-        if self.end_lr > self.peak_lr:
-            raise ValueError(f"end_lr must be <= peak_lr ({self.peak_lr!r}), got {self.end_lr!r}")
-        self.shape = check_choice("shape", shape, _SHAPES)
-
-    def _value(self, t: float) -> float:
-        p = min(t / self.decay_steps, 1.0)
-        if self.shape == "linear":
-            f = 1.0 - p
-        elif self.shape == "cosine":
-            f = 0.5 * (1.0 + math.cos(math.pi * p))
-        else:
-            f = 1.0 - math.sqrt(p)
-        return self.end_lr + (self.peak_lr - self.end_lr) * f
 
 
 class WarmupStableDecay(Schedule):
@@ -167,6 +124,9 @@ class WarmupStableDecay(Schedule):
         (0.5, 1.0, 0.5, 0.0)
     """
 
+    peak_param = "peak_lr"
+    length_param = "total_steps"
+
     def __init__(
         self,
         peak_lr: float = 0.001,
@@ -187,7 +147,7 @@ class WarmupStableDecay(Schedule):
         )
         self.end_lr = check_lr("end_lr", end_lr)
         self.start_lr = check_lr("start_lr", start_lr)
-        self.decay_shape = check_choice("decay_shape", decay_shape, _SHAPES)
+        self.decay_shape = check_choice("decay_shape", decay_shape, DECAY_SHAPES)
         d = 0.1 * self.total_steps if self.decay_steps is None else self.decay_steps
         if self.warmup_steps + d > self.total_steps:
             raise ValueError(

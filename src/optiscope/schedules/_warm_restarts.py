@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from typing import Any
-
-import numpy as np
 
 from optiscope._internal.checks import check_int, check_lr, check_real
 from optiscope.schedules._base import Schedule
+from optiscope.schedules._classic import cosine_annealing
 
 __all__ = ["CosineAnnealingWarmRestarts"]
 
@@ -53,6 +51,10 @@ class CosineAnnealingWarmRestarts(Schedule):
         >>> CosineAnnealingWarmRestarts(1.0, 0.0, T_0=1, T_mult=10)(111)
         1.0
     """
+
+    peak_param = "initial_lr"
+    unit = "Epoch"
+    plot_steps = 100  # the guide's plot(epochs=100)
 
     def __init__(
         self,
@@ -132,7 +134,12 @@ class CosineAnnealingWarmRestarts(Schedule):
         if self.cycle_limit is not None and k >= self.cycle_limit:
             return self.min_lr
         amplitude = (self.initial_lr - self.min_lr) * self.cycle_decay**k
-        return self.min_lr + amplitude * (1 + np.cos(np.pi * t_cur / t_i)) / 2
+        return cosine_annealing(self.min_lr, amplitude, t_cur, t_i)
+
+    @property
+    def length(self) -> float | None:
+        """Where the last cycle ends when ``cycle_limit`` is set, else None (restarts forever)."""
+        return None if self.cycle_limit is None else float(self._start(self.cycle_limit))
 
     def restarts(self, total_steps: float) -> list[float]:
         """Steps below ``total_steps`` where a new cycle begins (restarts, not step 0)."""
@@ -155,11 +162,5 @@ class CosineAnnealingWarmRestarts(Schedule):
                 ev.append((end, "cycle limit"))
         return ev
 
-    def plot(self, epochs: int = 100, **kwargs: Any):
-        """Draw the first ``epochs`` epochs; keyword arguments as :meth:`Schedule.plot`."""
-        kwargs.setdefault("xlabel", "Epoch")
-        kwargs.setdefault(
-            "title",
-            f"Cosine Annealing with Warm Restarts (T_0={self.T_0}, T_mult={self.T_mult})",
-        )
-        return super().plot(epochs, **kwargs)
+    def _plot_title(self) -> str:
+        return f"Cosine Annealing with Warm Restarts (T_0={self.T_0}, T_mult={self.T_mult})"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from optiscope._internal.checks import check_lr, check_real
 from optiscope.schedules._base import Schedule
+from optiscope.schedules._classic import Decay
+from optiscope.schedules._compose import join
 
 __all__ = ["LinearWarmup", "WarmupCosineSchedule"]
 
@@ -43,6 +43,8 @@ class LinearWarmup(Schedule):
         0.05
     """
 
+    plot_steps = 5000  # the guide's plot(total_steps=5000)
+
     def __init__(
         self,
         target_lr: float | None = 0.1,
@@ -67,9 +69,8 @@ class LinearWarmup(Schedule):
 
     def _value(self, t: float) -> float:
         if t < self.warmup_steps:
-            if self.start_lr == 0:
-                # the guide's expression, kept so its values match bit for bit
-                return self._target * (t / self.warmup_steps)
+            # With start_lr = 0 this is the guide's target_lr * (t / warmup_steps), bit for
+            # bit (adding and subtracting 0.0 is exact).
             return self.start_lr + (self._target - self.start_lr) * (t / self.warmup_steps)
         if self.after is None:
             return self._target
@@ -90,10 +91,21 @@ class LinearWarmup(Schedule):
             )
         return out
 
-    def plot(self, total_steps: int = 5000, **kwargs: Any):
-        """Draw the first ``total_steps`` steps; keyword arguments as :meth:`Schedule.plot`."""
-        kwargs.setdefault("title", f"Linear Warmup to {self._target}")
-        return super().plot(total_steps, **kwargs)
+    @property
+    def peak(self) -> float:
+        """The higher of ``target_lr`` and the peak of ``after``."""
+        return float(self._target if self.after is None else max(self._target, self.after.peak))
+
+    @property
+    def length(self) -> float | None:
+        """``warmup_steps`` (plus the length of ``after``; None if ``after`` never ends)."""
+        if self.after is None:
+            return self.warmup_steps
+        rest = self.after.length
+        return None if rest is None else self.warmup_steps + rest
+
+    def _plot_title(self) -> str:
+        return f"Linear Warmup to {self._target}"
 
 
 class WarmupCosineSchedule(Schedule):
@@ -103,9 +115,11 @@ class WarmupCosineSchedule(Schedule):
         \\text{min} + (\\text{max} - \\text{min}) \\tfrac12 (1 + \\cos \\pi p) & t \\ge w
         \\end{cases}, \\quad p = \\min\\Big(\\frac{t - w}{T - w}, 1\\Big)
 
-    ``total_steps`` includes the warmup. Values are the guide's up to ``total_steps``;
-    after it the rate stays at ``min_lr`` (the guide's rises again), and
-    ``warmup_steps >= total_steps`` is an error (the guide divides by zero).
+    A composition, as in optax: ``join([LinearWarmup(max_lr, w), Decay(max_lr, T - w,
+    min_lr, shape="cosine")], [w])``. ``total_steps`` includes the warmup. Values are the
+    guide's up to ``total_steps``, bit for bit; after it the rate stays at ``min_lr`` (the
+    guide's rises again), and ``warmup_steps >= total_steps`` is an error (the guide
+    divides by zero).
 
     Args:
         warmup_steps: Steps of warmup, ``>= 0`` and ``< total_steps``.
@@ -115,12 +129,18 @@ class WarmupCosineSchedule(Schedule):
 
     Raises:
         ValueError: An argument is out of range, NaN or infinite.
+        TypeError: An argument is not a number.
 
     Example:
         >>> s = WarmupCosineSchedule(warmup_steps=10, total_steps=110, max_lr=1.0)
         >>> s(5), s(10), s(60), s(110)
         (0.5, 1.0, 0.5, 0.0)
+        >>> s.peak, s.length
+        (1.0, 110)
     """
+
+    peak_param = "max_lr"
+    length_param = "total_steps"
 
     def __init__(
         self,
@@ -140,12 +160,12 @@ class WarmupCosineSchedule(Schedule):
         self.min_lr = check_lr("min_lr", min_lr)
         if self.min_lr > self.max_lr:
             raise ValueError(f"min_lr must be <= max_lr ({self.max_lr!r}), got {self.min_lr!r}")
+        w = self.warmup_steps
+        decay = Decay(self.max_lr, self.total_steps - w, self.min_lr, shape="cosine")
+        self._impl = join([LinearWarmup(self.max_lr, w), decay], [w]) if w > 0 else decay
 
     def _value(self, t: float) -> float:
-        if t < self.warmup_steps:
-            return self.max_lr * (t / self.warmup_steps)
-        progress = min((t - self.warmup_steps) / (self.total_steps - self.warmup_steps), 1.0)
-        return self.min_lr + (self.max_lr - self.min_lr) * 0.5 * (1.0 + np.cos(np.pi * progress))
+        return self._impl._value(t)
 
     def events(self, total_steps: int) -> list[tuple[float, str]]:
         out = []
@@ -155,8 +175,5 @@ class WarmupCosineSchedule(Schedule):
             out.append((self.total_steps, "end of decay"))
         return out
 
-    def plot(self, total_steps: int | None = None, **kwargs: Any):
-        """Draw the schedule (by default over its ``total_steps``); see :meth:`Schedule.plot`."""
-        kwargs.setdefault("title", "Warmup + Cosine Decay Schedule")
-        steps = int(np.ceil(self.total_steps)) if total_steps is None else total_steps
-        return super().plot(steps, **kwargs)
+    def _plot_title(self) -> str:
+        return "Warmup + Cosine Decay Schedule"

@@ -8,6 +8,7 @@ from typing import Any
 from torch.optim import Optimizer
 
 from optiscope._internal.checks import check_lr, check_real
+from optiscope.schedules._warmup import LinearWarmup
 
 __all__ = ["WarmupOptimizer"]
 
@@ -16,7 +17,8 @@ class WarmupOptimizer:
     """Wrap an optimizer and ramp its learning rate linearly up to ``max_lr``.
 
     Update ``k`` (1-based) uses ``max_lr * k / warmup_steps`` while
-    ``k <= warmup_steps`` and ``max_lr`` afterwards, as in the guide. Differences from
+    ``k <= warmup_steps`` and ``max_lr`` afterwards, as in the guide: that is
+    ``LinearWarmup(max_lr, warmup_steps)(k)``, which it evaluates. Differences from
     the guide: arguments are validated (``warmup_steps = 0`` means no warmup, never a
     division by zero), ``step(closure)`` forwards the closure and its loss, and
     ``state_dict``/``load_state_dict`` include the step counter. For new code prefer
@@ -48,12 +50,11 @@ class WarmupOptimizer:
         self.warmup_steps = check_real("warmup_steps", warmup_steps, low=0.0)
         self.max_lr = check_lr("max_lr", max_lr)
         self.current_step = 0
+        self._warmup = LinearWarmup(self.max_lr, self.warmup_steps)
 
     def lr_at(self, step: int) -> float:
-        """The rate used by update ``step`` (1-based)."""
-        if step <= self.warmup_steps:
-            return self.max_lr * (step / self.warmup_steps)
-        return self.max_lr
+        """The rate of update ``step`` (1-based): ``LinearWarmup(max_lr, warmup_steps)(step)``."""
+        return self._warmup(step)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Set the warmup rate on every group, then take the optimizer step.

@@ -101,6 +101,7 @@ class LoopMixin:
         if accum == 1:
             # Every micro-batch is an optimizer step: the common case, kept lean.
             for inputs, targets in batches:
+                self.micro_batch = 0
                 self.training_step(inputs, targets)
                 self.batch_in_epoch += 1
                 self._finish_step(epoch, 1)
@@ -110,6 +111,7 @@ class LoopMixin:
             if self.batch_in_epoch == group_start:
                 left = accum if total is None else total - group_start
                 group_size = min(accum, left)
+            self.micro_batch = self.batch_in_epoch - group_start
             last_micro = self.batch_in_epoch + 1 - group_start == group_size
             with self._no_sync(not last_micro):
                 self.training_step(inputs, targets, 1.0 / group_size)
@@ -155,6 +157,7 @@ class LoopMixin:
             self.step_losses.append(r.loss)
             self.learning_rates.append(r.lr)
             self.grad_norms.append(r.grad_norm)
+        self._callback("on_log")
         if not self._is_main:
             return
         last = records[-1]

@@ -112,6 +112,7 @@ class CheckpointMixin:
         self.history = _records_from_columns(state["history"]["steps"])
         self._buffer.load_state_dict(state["metrics"])
         self._adopt_config(state["config"]["trainer"], path)
+        _load_callback_states(self.callbacks, state.get("callbacks") or {}, path)
         self._resume = {
             "epoch": self.epoch + 1,
             "start": self.batch_in_epoch,
@@ -137,6 +138,7 @@ class CheckpointMixin:
             "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "clipper": _state_of(clipper),
             "rng": rng_state(),
+            "callbacks": _callback_states(self.callbacks),
             "counters": {name: getattr(self, name) for name in _COUNTERS},
             "metrics": self._buffer.state_dict(),
             "history": {
@@ -212,6 +214,26 @@ class CheckpointMixin:
         else:
             path = Path(resume)
         self.load_checkpoint(path)
+
+
+def _callback_key(i: int, cb: Any) -> str:
+    return f"{i}:{type(cb).__name__}"
+
+
+def _callback_states(callbacks: list[Any]) -> dict[str, Any]:
+    return {
+        _callback_key(i, cb): cb.state_dict()
+        for i, cb in enumerate(callbacks)
+        if callable(getattr(cb, "state_dict", None))
+        and callable(getattr(cb, "load_state_dict", None))
+    }
+
+
+def _load_callback_states(callbacks: list[Any], saved: dict[str, Any], path: Any) -> None:
+    for i, cb in enumerate(callbacks):
+        key = _callback_key(i, cb)
+        if key in saved and callable(getattr(cb, "load_state_dict", None)):
+            cb.load_state_dict(saved[key])
 
 
 def _state_of(obj: Any) -> dict[str, Any] | None:

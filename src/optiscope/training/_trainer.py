@@ -145,6 +145,7 @@ class AdvancedTrainer(LoopMixin, ValidateMixin, NonFiniteMixin, CheckpointMixin)
         self.skipped_steps = 0
         self.consecutive_skips = 0
         self.batch_in_epoch = 0
+        self.micro_batch = 0
         self.best_metric: float | None = None
         self.best_epoch: int | None = None
         self.bad_epochs = 0
@@ -320,6 +321,7 @@ class AdvancedTrainer(LoopMixin, ValidateMixin, NonFiniteMixin, CheckpointMixin)
         if self.scaler is not None:
             scaled = self.scaler.scale(scaled)
         scaled.backward()
+        self._callback("on_after_backward")
         return detached
 
     def optimizer_step(self, epoch: int) -> bool:
@@ -328,6 +330,7 @@ class AdvancedTrainer(LoopMixin, ValidateMixin, NonFiniteMixin, CheckpointMixin)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         norm, clipped = apply_clipper(run.clipper, run.params)
+        self._callback("on_before_optimizer_step")
         lr = self.optimizer.param_groups[0]["lr"]
         lr = lr.detach().clone() if isinstance(lr, torch.Tensor) else lr
         found_inf = None
