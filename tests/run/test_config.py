@@ -87,6 +87,7 @@ def test_values_are_read_and_open_tables_collect_parameters() -> None:
         ("[data]\nname = 'mnist'", "[data] name: must be 'digits' or an import path"),
         ("[model]\nname = 'resnet'", "[model] name: must be 'mlp', 'cnn' or an import path"),
         ("[model]\nname = 'pkg.mod'", "[model] name: must be 'mlp', 'cnn' or an import path"),
+        ('[model]\nname = "pkg.mod:f\\n"', "[model] name: must be 'mlp', 'cnn' or an import path"),
         ("[run]\nname = 'a/b'", "[run] name: must be a non-empty name without '/'"),
         ("[run]\nname = '..'", "[run] name: must be a non-empty name"),
         ("[run]\nname = ''", "[run] name: must be a non-empty name"),

@@ -277,7 +277,7 @@ def load_config(path: str | os.PathLike) -> Config:
 
 
 # --- writing a config back as TOML (tomllib only reads) ----------------------------
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _toml_value(v: Any) -> str:
@@ -302,7 +302,7 @@ def _toml_value(v: Any) -> str:
 
 
 def _toml_key(k: str) -> str:
-    return k if _BARE_KEY.match(k) else _toml_value(k)
+    return k if _BARE_KEY.fullmatch(k) else _toml_value(k)
 
 
 def config_to_toml(cfg: Config) -> str:

@@ -37,7 +37,7 @@ __all__ = [
 
 
 # `package.module:factory` (dotted module, a colon, a dotted attribute path).
-IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
 
 
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
