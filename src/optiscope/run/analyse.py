@@ -107,6 +107,31 @@ def _progress(echo: Callable[[str], None], what: str, t0: float) -> None:
     echo(f"  {what} ({time.perf_counter() - t0:.1f}s)")
 
 
+@dataclass
+class _Grid:
+    """What every landscape evaluation of one analysis shares: model, loss, data, metrics."""
+
+    model: nn.Module
+    loss_fn: Any
+    data: Any
+    targets: Any
+    metrics: tuple[str, ...]
+    options: dict[str, Any]
+    fig_dir: Path
+
+    def line(self, direction: Any, span: tuple, points: int) -> Any:
+        from optiscope import landscape as L
+
+        return L.line(self.model, self.loss_fn, self.data, self.targets, direction, span,
+                      points, self.metrics, **self.options)  # fmt: skip
+
+    def plane(self, d1: Any, d2: Any, span1: tuple, span2: tuple | None, points: int) -> Any:
+        from optiscope import landscape as L
+
+        return L.plane(self.model, self.loss_fn, self.data, self.targets, d1, d2, span1,
+                       span2, points, self.metrics, **self.options)  # fmt: skip
+
+
 def landscape_figures(
     model: nn.Module,
     loss_fn: Callable[..., torch.Tensor] | None,
@@ -137,93 +162,24 @@ def landscape_figures(
 
     out = Analysis()
     t0 = time.perf_counter()
-    mb = cfg.max_batches or None
-    device = next(model.parameters()).device
-    common = {"max_batches": mb, "device": device, "progress": False}
-    span = tuple(cfg.alpha_range)
     first = (data[:1], targets[:1]) if targets is not None else next(iter(data))
     metrics = ("loss", "accuracy") if scores_accuracy(model, loss_fn, first) else ("loss",)
+    options = {"max_batches": cfg.max_batches or None, "progress": False,
+               "device": next(model.parameters()).device}  # fmt: skip
+    grid = _Grid(model, loss_fn, data, targets, metrics, options, fig_dir)
     n = max(cfg.num_directions, 2 if (cfg.plane or cfg.surface) else 1)
     dirs = L.random_directions(
         model, n, normalization=cfg.normalization, seed=cfg.seed, orthogonal=False
     )
     fig_dir.mkdir(parents=True, exist_ok=True)
-    norm = cfg.normalization
     if cfg.line:
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(8, 5))
-        sharp = []
-        for k, d in enumerate(dirs[: cfg.num_directions]):
-            ls = L.line(model, loss_fn, data, targets, d, span, cfg.line_points, metrics, **common)
-            L.plot_line(ls, ax=ax, label=f"direction {k + 1}")
-            sharp.append(ls.sharpness().curvature[0])
-            if k == 0:
-                ls.save(fig_dir / "line_1.npz")
-        ax.set_title(f"Loss along {len(sharp)} random {norm}-normalised directions")
-        out.figures.append(
-            FigureSpec(
-                "1-D loss along random directions",
-                f"Loss at theta + alpha * d for {len(sharp)} Gaussian directions with "
-                f"{norm}-wise normalisation (Li et al. 2018); a wide, flat basin around "
-                "alpha = 0 means the minimum is robust to perturbation, and similar curves "
-                "mean the geometry does not depend on the direction drawn.",
-                save_figure(fig, fig_dir / "landscape_1d.png"),
-            )
-        )
-        out.numbers["line curvature (quadratic fit at 0)"] = float(np.median(sharp))
-        _progress(echo, f"1-D landscape: {len(sharp)} x {cfg.line_points} points", t0)
+        _line_figure(grid, dirs[: cfg.num_directions], cfg, out)
+        _progress(echo, f"1-D landscape: {cfg.num_directions} x {cfg.line_points} points", t0)
     if cfg.plane or cfg.surface:
-        ls = L.plane(
-            model, loss_fn, data, targets, dirs[0], dirs[1], span, None, cfg.plane_points,
-            metrics, **common,
-        )  # fmt: skip
-        ls.save(fig_dir / "plane.npz")
-        log = bool(ls.loss.max() > 20 * max(ls.loss.min(), 1e-12))
-        if cfg.plane:
-            fig = L.plot_contour(ls, log=log)
-            fig.axes[0].set_title("Loss contour around the final weights")
-            out.figures.append(
-                FigureSpec(
-                    "2-D loss contour (random directions)",
-                    "Contours of the loss on the plane spanned by two filter-normalised "
-                    "random directions, final weights at the centre, direction 1 on x; "
-                    "round, evenly spaced contours mean a well-conditioned basin, "
-                    "stretched ones an anisotropic (ill-conditioned) one."
-                    + (" Colours are log10 of the loss." if log else ""),
-                    save_figure(fig, fig_dir / "landscape_contour.png"),
-                )
-            )
-        if cfg.surface:
-            fig = L.plot_surface(ls, log=log)
-            out.figures.append(
-                FigureSpec(
-                    "3-D loss surface",
-                    "The same plane as a surface: look for a single smooth bowl "
-                    "(convex-looking, easy to optimise) rather than a chaotic, "
-                    "many-valleyed one.",
-                    save_figure(fig, fig_dir / "landscape_surface.png"),
-                )
-            )
-            try:
-                path = surface_plotly_json(
-                    ls.alphas, ls.betas, ls.loss, title="Loss surface (drag to rotate)",
-                    path=fig_dir / "landscape_surface.plotly.json", log=log,
-                )  # fmt: skip
-                out.figures.append(
-                    FigureSpec(
-                        "Interactive loss surface",
-                        "Rotate and zoom the surface; hover for the loss at each grid point.",
-                        path,
-                        "plotly",
-                    )
-                )
-            except ImportError:
-                out.notes.append("interactive surface skipped: plotly is not installed")
+        _plane_figures(grid, dirs[0], dirs[1], cfg, out)
         _progress(echo, f"2-D landscape: {cfg.plane_points}x{cfg.plane_points} points", t0)
     if cfg.trajectory:
-        spec = _trajectory_figure(model, loss_fn, data, targets, cfg, fig_dir, trajectory,
-                                  metrics, common, out)  # fmt: skip
+        spec = _trajectory_figure(grid, cfg, trajectory, out)
         if spec is not None:
             out.figures.append(spec)
             _progress(echo, f"PCA trajectory plane: {len(trajectory)} snapshots", t0)
@@ -231,10 +187,91 @@ def landscape_figures(
     return out
 
 
-def _trajectory_figure(model, loss_fn, data, targets, cfg, fig_dir, trajectory, metrics,
-                       common, out: Analysis) -> FigureSpec | None:  # fmt: skip
+def _line_figure(grid: _Grid, dirs: Sequence[Any], cfg: LandscapeSection, out: Analysis) -> None:
+    import matplotlib.pyplot as plt
+
     from optiscope import landscape as L
 
+    norm = cfg.normalization
+    fig, ax = plt.subplots(figsize=(8, 5))
+    sharp = []
+    for k, d in enumerate(dirs):
+        ls = grid.line(d, tuple(cfg.alpha_range), cfg.line_points)
+        L.plot_line(ls, ax=ax, label=f"direction {k + 1}")
+        sharp.append(ls.sharpness().curvature[0])
+        if k == 0:
+            ls.save(grid.fig_dir / "line_1.npz")
+    ax.set_title(f"Loss along {len(sharp)} random {norm}-normalised directions")
+    out.figures.append(
+        FigureSpec(
+            "1-D loss along random directions",
+            f"Loss at theta + alpha * d for {len(sharp)} Gaussian directions with "
+            f"{norm}-wise normalisation (Li et al. 2018); a wide, flat basin around "
+            "alpha = 0 means the minimum is robust to perturbation, and similar curves "
+            "mean the geometry does not depend on the direction drawn.",
+            save_figure(fig, grid.fig_dir / "landscape_1d.png"),
+        )
+    )
+    out.numbers["line curvature (quadratic fit at 0)"] = float(np.median(sharp))
+
+
+def _plane_figures(grid: _Grid, d1: Any, d2: Any, cfg: LandscapeSection, out: Analysis) -> None:
+    from optiscope import landscape as L
+
+    ls = grid.plane(d1, d2, tuple(cfg.alpha_range), None, cfg.plane_points)
+    ls.save(grid.fig_dir / "plane.npz")
+    log = bool(ls.loss.max() > 20 * max(ls.loss.min(), 1e-12))
+    if cfg.plane:
+        fig = L.plot_contour(ls, log=log)
+        fig.axes[0].set_title("Loss contour around the final weights")
+        out.figures.append(
+            FigureSpec(
+                "2-D loss contour (random directions)",
+                "Contours of the loss on the plane spanned by two filter-normalised "
+                "random directions, final weights at the centre, direction 1 on x; "
+                "round, evenly spaced contours mean a well-conditioned basin, "
+                "stretched ones an anisotropic (ill-conditioned) one."
+                + (" Colours are log10 of the loss." if log else ""),
+                save_figure(fig, grid.fig_dir / "landscape_contour.png"),
+            )
+        )
+    if not cfg.surface:
+        return
+    out.figures.append(
+        FigureSpec(
+            "3-D loss surface",
+            "The same plane as a surface: look for a single smooth bowl (convex-looking, "
+            "easy to optimise) rather than a chaotic, many-valleyed one.",
+            save_figure(L.plot_surface(ls, log=log), grid.fig_dir / "landscape_surface.png"),
+        )
+    )
+    try:
+        path = surface_plotly_json(
+            ls.alphas, ls.betas, ls.loss, title="Loss surface (drag to rotate)",
+            path=grid.fig_dir / "landscape_surface.plotly.json", log=log,
+        )  # fmt: skip
+    except ModuleNotFoundError as e:
+        if e.name != "plotly" and not (e.name or "").startswith("plotly."):
+            raise
+        out.notes.append("interactive surface skipped: plotly is not installed")
+        return
+    out.figures.append(
+        FigureSpec(
+            "Interactive loss surface",
+            "Rotate and zoom the surface; hover for the loss at each grid point.",
+            path,
+            "plotly",
+        )
+    )
+
+
+def _trajectory_figure(
+    grid: _Grid, cfg: LandscapeSection, trajectory: Sequence[dict[str, torch.Tensor]],
+    out: Analysis,
+) -> FigureSpec | None:  # fmt: skip
+    from optiscope import landscape as L
+
+    model = grid.model
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     states = [{n: s[n] for n in names if n in s} for s in trajectory]
     if len(states) < 3:
@@ -252,11 +289,8 @@ def _trajectory_figure(model, loss_fn, data, targets, cfg, fig_dir, trajectory, 
     d2 = {k: v.to(device) for k, v in pca.d2.items()}
     # The PCA directions are unit vectors, so the plane must be sized to the path.
     reach = np.abs(coords).max(axis=0) * 1.25 + 1e-8
-    ls = L.plane(
-        model, loss_fn, data, targets, d1, d2, (-reach[0], reach[0]),
-        (-reach[1], reach[1]), cfg.plane_points, metrics, **common,
-    )  # fmt: skip
-    ls.save(fig_dir / "trajectory_plane.npz")
+    ls = grid.plane(d1, d2, (-reach[0], reach[0]), (-reach[1], reach[1]), cfg.plane_points)
+    ls.save(grid.fig_dir / "trajectory_plane.npz")
     log = bool(ls.loss.max() > 20 * max(ls.loss.min(), 1e-12))
     fig = L.plot_trajectory(ls, coords, explained=pca.explained_variance_ratio, log=log)
     ev = pca.explained_variance_ratio
@@ -267,7 +301,7 @@ def _trajectory_figure(model, loss_fn, data, targets, cfg, fig_dir, trajectory, 
         f"the path (together {100 * (ev[0] + ev[1]):.0f}% of its variance), over the loss "
         "on that plane; a path that runs straight down the contours means the optimiser "
         "found a direct route, zig-zags across a valley mean oscillation.",
-        save_figure(fig, fig_dir / "trajectory_pca.png"),
+        save_figure(fig, grid.fig_dir / "trajectory_pca.png"),
     )
 
 
@@ -288,7 +322,6 @@ def curvature_figures(
         The figures (loss along the top eigenvector beside a random direction) and numbers.
     """
     from optiscope import curvature as C
-    from optiscope import landscape as L
 
     out = Analysis()
     t0 = time.perf_counter()
@@ -323,37 +356,41 @@ def curvature_figures(
             name: [lc.top_eigenvalue, lc.trace, lc.num_params] for name, lc in layers.items()
         }
         _progress(echo, f"per-layer curvature of {len(layers)} layers", t0)
+    grid = _Grid(model, loss_fn, data, targets, ("loss",),
+                 {"max_batches": mb, "progress": False, "distributed": False}, fig_dir)  # fmt: skip
+    out.figures.append(_sharpest_direction_figure(grid, eig.eigenvectors[0], values[0], seed))
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def _sharpest_direction_figure(grid: _Grid, top: Any, lam: float, seed: int) -> FigureSpec:
     # The loss along the sharpest direction next to a random unit direction of the same
     # norm shows what the eigenvalue means: how much faster the loss rises there.
     import matplotlib.pyplot as plt
 
-    top = eig.eigenvectors[0]
-    rnd = L.random_direction(model, normalization="model", seed=seed)
+    from optiscope import landscape as L
+
+    rnd = L.random_direction(grid.model, normalization="model", seed=seed)
     scale = float(torch.sqrt(sum((v.double() ** 2).sum() for v in rnd.values())))
     rnd = {k: v / scale for k, v in rnd.items()}
     # Out to where the quadratic model predicts a rise of one nat along the sharpest direction.
-    radius = (2.0 / max(abs(values[0]), 1e-8)) ** 0.5
+    radius = (2.0 / max(abs(lam), 1e-8)) ** 0.5
     fig, ax = plt.subplots(figsize=(8, 5))
     centre = None
     for label, d in (("top Hessian eigenvector", top), ("random unit direction", rnd)):
         # Only rank 0 computes curvature under torchrun, so these lines are not sharded.
-        ls = L.line(model, loss_fn, data, targets, d, (-radius, radius), 41, max_batches=mb,
-                    progress=False, distributed=False)  # fmt: skip
+        ls = grid.line(d, (-radius, radius), 41)
         L.plot_line(ls, ax=ax, label=label)
         centre = ls.loss[len(ls.loss) // 2] if centre is None else centre
     a = np.linspace(-radius, radius, 101)
-    ax.plot(a, centre + 0.5 * values[0] * a**2, "k:", label="quadratic model L0 + lambda a^2 / 2")
+    ax.plot(a, centre + 0.5 * lam * a**2, "k:", label="quadratic model L0 + lambda a^2 / 2")
     ax.legend()
-    ax.set_title(f"Loss along the sharpest direction (lambda_max = {values[0]:.3g})")
-    out.figures.append(
-        FigureSpec(
-            "Loss along the top Hessian eigenvector",
-            "The loss along the unit eigenvector of the largest Hessian eigenvalue next to a "
-            "random unit direction, with the quadratic model lambda_max * alpha^2 / 2 dotted; "
-            "the gap between the curves is how much sharper the sharpest direction is, and "
-            "where the loss leaves the dotted line the quadratic picture stops holding.",
-            save_figure(fig, fig_dir / "hessian_top_direction.png"),
-        )
+    ax.set_title(f"Loss along the sharpest direction (lambda_max = {lam:.3g})")
+    return FigureSpec(
+        "Loss along the top Hessian eigenvector",
+        "The loss along the unit eigenvector of the largest Hessian eigenvalue next to a "
+        "random unit direction, with the quadratic model lambda_max * alpha^2 / 2 dotted; "
+        "the gap between the curves is how much sharper the sharpest direction is, and "
+        "where the loss leaves the dotted line the quadratic picture stops holding.",
+        save_figure(fig, grid.fig_dir / "hessian_top_direction.png"),
     )
-    out.seconds = time.perf_counter() - t0
-    return out
