@@ -30,3 +30,23 @@ def test_unknown_command_is_a_usage_error():
     out = _run("no-such-command")
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
+
+
+def test_help_of_every_command_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "from optiscope.cli import COMMANDS, main\n"
+        "for name, *_ in COMMANDS:\n"
+        "    try:\n"
+        "        main([name, '--help'])\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0, name\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('TORCH', 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "TORCH False"

@@ -99,8 +99,8 @@ def test_train_writes_the_whole_run_directory(trained) -> None:
 
 
 def test_applied_learning_rates_and_clip_flags_follow_the_config(trained) -> None:
-    from optiscope.app.build import build_schedule
-    from optiscope.app.config import load_config
+    from optiscope.run.build import build_schedule
+    from optiscope.run.config import load_config
 
     assert trained.proc.returncode == 0
     ckpt = torch.load(trained.run_dir / "checkpoints" / "last.pt", weights_only=True)
@@ -323,12 +323,30 @@ def test_demo_quick_run_prints_the_report_path(cli, tmp_path) -> None:
     assert EXPECTED_FIGURES <= {p.name for p in (tmp_path / "smoke" / "figures").iterdir()}
     summary = json.loads((tmp_path / "smoke" / "summary.json").read_text())
     assert summary["epochs"] == 2 and "WarmupCosineSchedule" in summary["schedule"]
+    # The README's listing of runs/demo/ is exactly what the demo writes.
+    listed = set(_readme_run_dir_listing())
+    written = {p.name + ("/" if p.is_dir() else "") for p in (tmp_path / "smoke").iterdir()}
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        listed.discard("tensorboard/")
+    assert written == listed
+    snaps = sorted(p.name for p in (tmp_path / "smoke" / "trajectory").iterdir())
+    assert snaps == ["epoch_0000.pt", "epoch_0001.pt", "epoch_0002.pt"]
+    checkpoints = {p.name for p in (tmp_path / "smoke" / "checkpoints").iterdir()}
+    assert checkpoints == {"last.pt", "best.pt"}
+
+
+def _readme_run_dir_listing() -> list[str]:
+    text = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    block = text.split("```\nruns/demo/\n", 1)[1].split("```", 1)[0]
+    return [line.split()[0] for line in block.splitlines() if line.strip()]
 
 
 def test_demo_print_config_is_the_demo_and_a_valid_train_config(capsys) -> None:
-    from optiscope.app.config import parse_config
-    from optiscope.app.demo import demo_config
     from optiscope.cli import main
+    from optiscope.run.config import parse_config
+    from optiscope.run.demo import demo_config
 
     assert main(["demo", "--print-config"]) == 0
     out = capsys.readouterr().out
@@ -337,8 +355,8 @@ def test_demo_print_config_is_the_demo_and_a_valid_train_config(capsys) -> None:
 
 
 def test_examples_digits_toml_is_the_demo_under_another_name() -> None:
-    from optiscope.app.config import load_config
-    from optiscope.app.demo import demo_config
+    from optiscope.run.config import load_config
+    from optiscope.run.demo import demo_config
 
     example = load_config(Path(__file__).parents[2] / "examples" / "digits.toml").to_dict()
     demo = demo_config().to_dict()

@@ -81,7 +81,7 @@ CASES = [
         "unknown-model-key",
         ["train", "--config", "{config}"],
         "[model]\nname = 'mlp'\nwidth = 3",
-        "unknown key 'width' in [model] for digits_mlp; allowed: hidden, dropout",
+        "unknown key 'width' in [model] for digits_mlp; allowed: name, hidden, dropout",
     ),
     (
         "missing-module",
@@ -236,3 +236,39 @@ def test_bad_arguments_exit_2_with_usage(capsys, case: str, args: list[str], mes
     err = capsys.readouterr().err
     assert err.startswith("usage: optiscope")
     assert message in err
+
+
+BUGGY_FACTORY = """
+from torch import nn
+
+
+def mlp():
+    layer = nn.Linear(64, 10)
+    return layer.no_such_method()  # a bug in the user's own code
+"""
+
+
+def test_a_bug_in_a_user_factory_shows_its_traceback(cli, tmp_path) -> None:
+    (tmp_path / "buggy.py").write_text(BUGGY_FACTORY)
+    config = cli.write_config(tmp_path, "[model]\nname = 'buggy:mlp'\n")
+    proc = cli.run(["train", "--config", str(config)], cwd=tmp_path, extra_path=tmp_path)
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "buggy.py" in proc.stderr
+    assert "AttributeError" in proc.stderr and "no_such_method" in proc.stderr
+    assert not proc.stderr.startswith("optiscope: error:")
+
+
+def test_an_internal_value_error_is_not_turned_into_bad_input(monkeypatch, tmp_path) -> None:
+    # Only the project's InputError means bad input; a ValueError from inside optiscope
+    # is a bug and must reach the user with its traceback, not as "error: ..., exit 2".
+    import optiscope.run.pipeline as pipeline
+    from optiscope.cli import main
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(pipeline, "train_run", broken)
+    config = tmp_path / "run.toml"
+    config.write_text("")
+    with pytest.raises(ValueError, match="an internal bug"):
+        main(["train", "--config", str(config)])

@@ -10,8 +10,7 @@ import sys
 
 import pytest
 
-from optiscope._commands.schedules import _split, _value
-from optiscope.cli import UsageError, main
+from optiscope.cli import UsageError, _split, _value, main
 
 COMMANDS = {
     "show": [

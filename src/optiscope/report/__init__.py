@@ -6,10 +6,11 @@ surface's plotly.js inline, so the page loads nothing from the network.
 """
 
 from optiscope.report._html import REPORT_NAME, build_report, render_html, write_report
-from optiscope.report._manifest import MANIFEST_NAME, ReportFigure, RunReport
+from optiscope.report._manifest import MANIFEST_NAME, ManifestError, ReportFigure, RunReport
 
 __all__ = [
     "MANIFEST_NAME",
+    "ManifestError",
     "REPORT_NAME",
     "ReportFigure",
     "RunReport",

@@ -16,7 +16,8 @@ import re
 import warnings
 from pathlib import Path
 
-from optiscope.report._manifest import ReportFigure, RunReport, atomic_write_text
+from optiscope._internal.atomic import atomic_write
+from optiscope.report._manifest import ReportFigure, RunReport
 
 __all__ = ["render_html", "write_report", "build_report", "REPORT_NAME"]
 
@@ -185,7 +186,7 @@ def write_report(
     run_dir = Path(run_dir)
     report.save(run_dir)
     out = Path(path) if path is not None else run_dir / REPORT_NAME
-    atomic_write_text(out, render_html(report, run_dir))
+    atomic_write(out, render_html(report, run_dir))
     return out
 
 
@@ -200,8 +201,8 @@ def build_report(run_dir: str | os.PathLike, path: str | os.PathLike | None = No
         The path of the HTML file.
 
     Raises:
-        FileNotFoundError: ``run_dir`` or its ``report.json`` does not exist.
-        ValueError: The manifest is malformed.
+        InputFileNotFoundError: ``run_dir`` or its ``report.json`` does not exist.
+        ManifestError: The manifest is malformed (a ValueError).
 
     Example:
         >>> import tempfile
@@ -213,5 +214,5 @@ def build_report(run_dir: str | os.PathLike, path: str | os.PathLike | None = No
     run_dir = Path(run_dir)
     report = RunReport.load(run_dir)
     out = Path(path) if path is not None else run_dir / REPORT_NAME
-    atomic_write_text(out, render_html(report, run_dir))
+    atomic_write(out, render_html(report, run_dir))
     return out

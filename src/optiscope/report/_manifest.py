@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["ReportFigure", "RunReport", "MANIFEST_NAME"]
+from optiscope._internal.atomic import atomic_write
+from optiscope._internal.errors import InputError, InputFileNotFoundError
+
+__all__ = ["ManifestError", "ReportFigure", "RunReport", "MANIFEST_NAME"]
 
 MANIFEST_NAME = "report.json"
 _KINDS = ("image", "plotly")
+
+
+class ManifestError(InputError, ValueError):
+    """A ``report.json`` that is not valid JSON or not a report manifest."""
 
 
 @dataclass
@@ -92,15 +98,15 @@ class RunReport:
         """Rebuild from :meth:`to_dict` output.
 
         Raises:
-            ValueError: A field is missing or has the wrong type.
+            ManifestError: A field is missing or has the wrong type (a ValueError).
         """
         if not isinstance(d, dict) or not isinstance(d.get("name"), str):
-            raise ValueError("report manifest must be an object with a string 'name'")
+            raise ManifestError("report manifest must be an object with a string 'name'")
         try:
             figures = [ReportFigure(**f) for f in d.get("figures", [])]
             summary = {str(k): str(v) for k, v in d.get("summary", [])}
         except (TypeError, ValueError) as e:
-            raise ValueError(f"malformed report manifest: {e}") from e
+            raise ManifestError(f"malformed report manifest: {e}") from e
         return cls(
             name=d["name"],
             summary=summary,
@@ -112,7 +118,7 @@ class RunReport:
     def save(self, run_dir: str | os.PathLike) -> Path:
         """Write ``run_dir/report.json`` atomically and return its path."""
         path = Path(run_dir) / MANIFEST_NAME
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
+        atomic_write(path, json.dumps(self.to_dict(), indent=2))
         return path
 
     @classmethod
@@ -120,37 +126,23 @@ class RunReport:
         """Read ``run_dir/report.json``.
 
         Raises:
-            FileNotFoundError: ``run_dir`` or its manifest does not exist.
-            ValueError: The manifest is not valid JSON or is malformed.
+            InputFileNotFoundError: ``run_dir`` or its manifest does not exist (a
+                FileNotFoundError).
+            ManifestError: The manifest is not valid JSON or is malformed.
         """
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
-            raise FileNotFoundError(f"run directory not found: {run_dir}")
+            raise InputFileNotFoundError(f"run directory not found: {run_dir}")
         path = run_dir / MANIFEST_NAME
         if not path.is_file():
-            raise FileNotFoundError(
+            raise InputFileNotFoundError(
                 f"{run_dir} has no {MANIFEST_NAME}; is it a run directory written by "
                 "`optiscope train` or `optiscope demo`?"
             )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from e
+            raise ManifestError(f"{path} is not valid JSON: {e}") from None
+        except UnicodeDecodeError as e:
+            raise ManifestError(f"{path} is not a UTF-8 text file ({e.reason})") from None
         return cls.from_dict(data)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp creates 0600 files; a report is meant to be shared like any output file.
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

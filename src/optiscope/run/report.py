@@ -1,4 +1,9 @@
-"""The numbers and words of a run's summary table, and writing its report."""
+"""Report: the numbers and words of a run's summary table, ``summary.json`` and the report.
+
+The last stage. It assembles what the earlier stages produced (the built components,
+the trainer, the figures and numbers of the analysis) into ``summary.json``,
+``report.json`` and ``report.html`` (rendered by :mod:`optiscope.report`).
+"""
 
 from __future__ import annotations
 
@@ -11,15 +16,18 @@ from typing import Any
 
 import torch
 
-from optiscope.app.analysis import Analysis, FigureSpec
-from optiscope.app.build import Components
-from optiscope.app.config import RunConfig, config_to_toml
+from optiscope._internal.atomic import atomic_write
+from optiscope.run.analyse import Analysis
+from optiscope.run.build import Components
+from optiscope.run.config import Config, config_to_toml
+from optiscope.run.figures import FigureSpec
 
 __all__ = [
     "describe_model",
     "describe_optimizer",
     "describe_data",
     "run_numbers",
+    "summary_rows",
     "write_json",
     "write_run_report",
     "update_report",
@@ -30,14 +38,14 @@ def _kwargs(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in params.items())
 
 
-def describe_model(cfg: RunConfig, comps: Components) -> str:
+def describe_model(cfg: Config, comps: Components) -> str:
     """``digits_mlp(hidden=[64]) - 4,810 parameters``."""
     m = cfg.model
     name = {"mlp": "digits_mlp", "cnn": "digits_cnn"}.get(m.name, m.name)
     return f"{name}({_kwargs(m.params)}) - {comps.num_params:,} parameters"
 
 
-def describe_optimizer(cfg: RunConfig) -> str:
+def describe_optimizer(cfg: Config) -> str:
     """``AdamW(lr=0.003, weight_decay=0.01, betas=(0.9, 0.999))``."""
     o = cfg.optimizer
     label = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop"}[o.name]
@@ -58,7 +66,7 @@ def _count(loader: Any) -> int | None:
         return None
 
 
-def describe_data(cfg: RunConfig, comps: Components) -> str:
+def describe_data(cfg: Config, comps: Components) -> str:
     """``digits: 1,437 train / 360 validation samples, batch 64``."""
     n_train, n_val = _count(comps.train_loader), _count(comps.val_loader)
     label = (
@@ -75,7 +83,7 @@ def describe_data(cfg: RunConfig, comps: Components) -> str:
 
 
 def run_numbers(
-    cfg: RunConfig,
+    cfg: Config,
     comps: Components,
     trainer: Any,
     train_seconds: float,
@@ -119,13 +127,10 @@ def run_numbers(
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:
     """Write ``data`` as JSON atomically (NaN/inf become null: JSON has neither)."""
-    from optiscope.report._manifest import atomic_write_text
-
     clean = {
         k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in data.items()
     }
-    atomic_write_text(path, json.dumps(clean, indent=2, default=str))
-    return path
+    return atomic_write(path, json.dumps(clean, indent=2, default=str))
 
 
 def _fmt(value: Any) -> str:
@@ -197,7 +202,7 @@ def _rel(path: Path, run_dir: Path) -> str:
 
 
 def write_run_report(
-    cfg: RunConfig,
+    cfg: Config,
     comps: Components,
     numbers: dict[str, Any],
     figures: Sequence[FigureSpec],

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from optiscope._internal.atomic import atomic_write
 
 __all__ = ["TrajectoryRecorder", "load_trajectory"]
 
@@ -59,16 +60,7 @@ class TrajectoryRecorder:
             for n, p in model.named_parameters()
             if p.requires_grad
         }
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"epoch_{epoch:04d}.pt"
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".snap.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(state, f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.directory / f"epoch_{epoch:04d}.pt", lambda f: torch.save(state, f))
 
 
 def load_trajectory(directory: str | os.PathLike) -> list[dict[str, torch.Tensor]]:

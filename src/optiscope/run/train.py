@@ -1,4 +1,9 @@
-"""Stages of a run that draw one figure each: schedules, LR range test, training curves."""
+"""Train: the schedule figures and LR range test before training, the training, its curves.
+
+The stage after building. :func:`train` runs ``AdvancedTrainer`` as the config says, with
+the trajectory recorder and a one-line-per-epoch printer as callbacks; the figures around
+it each come with the caption the report shows.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from optiscope.app import summary as S
-from optiscope.app.analysis import FigureSpec
-from optiscope.app.build import Components, schedule_lengths
-from optiscope.app.config import RunConfig
-from optiscope.app.figures import save_figure, training_curves_figure
+from optiscope._internal.atomic import atomic_write
+from optiscope.run.build import Components, schedule_lengths
+from optiscope.run.config import Config, ConfigError
+from optiscope.run.figures import FigureSpec, save_figure, training_curves_figure
+from optiscope.run.trajectory import TrajectoryRecorder
 
-__all__ = ["schedule_figures", "lr_find_stage", "run_lr_find", "EpochPrinter", "curves_figure"]
+__all__ = [
+    "schedule_figures",
+    "lr_find_stage",
+    "run_lr_find",
+    "train",
+    "EpochPrinter",
+    "curves_figure",
+]
 
 Echo = Callable[[str], None]
 
 
-def schedule_figures(cfg: RunConfig, comps: Components, fig_dir: Path) -> list[FigureSpec]:
+def schedule_figures(cfg: Config, comps: Components, fig_dir: Path) -> list[FigureSpec]:
     """The guide's schedule comparison and the schedule this run uses (warmup end marked)."""
     from optiscope.schedules import compare_schedules
 
@@ -48,7 +60,7 @@ def schedule_figures(cfg: RunConfig, comps: Components, fig_dir: Path) -> list[F
 
 
 def lr_find_stage(
-    cfg: RunConfig, comps: Components, path: Path, run_dir: Path, *, reuse: bool, echo: Echo
+    cfg: Config, comps: Components, path: Path, run_dir: Path, *, reuse: bool, echo: Echo
 ) -> tuple[FigureSpec, dict[str, Any]]:
     info_path = run_dir / "lr_find.json"
     if reuse and path.is_file() and info_path.is_file():
@@ -63,7 +75,7 @@ def lr_find_stage(
             "diverged": result.diverged,
             "iterations": len(result.lrs),
         }
-        S.write_json(info_path, info)
+        atomic_write(info_path, json.dumps(info))
         sug = info["suggestion"]
         echo(
             f"  LR range test: {len(result.lrs)} steps, suggested lr "
@@ -80,7 +92,7 @@ def lr_find_stage(
     return FigureSpec("LR range test", caption, path), info
 
 
-def run_lr_find(cfg: RunConfig, comps: Components) -> tuple[Any, Any]:
+def run_lr_find(cfg: Config, comps: Components) -> tuple[Any, Any]:
     """The LR range test for ``comps`` (restores everything) and its figure."""
     from optiscope.training import lr_find
 
@@ -91,6 +103,46 @@ def run_lr_find(cfg: RunConfig, comps: Components) -> tuple[Any, Any]:
         device=comps.device,
     )  # fmt: skip
     return result, result.plot()
+
+
+def train(
+    cfg: Config, comps: Components, run_dir: Path, resume: bool, echo: Echo, main: bool = True
+) -> tuple[Any, float]:
+    """Train ``comps`` as ``[train]`` says; returns the trainer and the training seconds.
+
+    Only the main process (rank 0 under torchrun) records the trajectory and prints.
+    """
+    from optiscope.schedules import ScheduleLR
+    from optiscope.training import AdvancedTrainer, CheckpointError
+
+    t = cfg.train
+    recorder = TrajectoryRecorder(run_dir / "trajectory", every=t.trajectory_every_epochs)
+    try:
+        trainer = AdvancedTrainer(
+            comps.model, comps.optimizer, comps.loss_fn, comps.device,
+            precision=t.precision, grad_accum_steps=t.grad_accum_steps, nonfinite=t.nonfinite,
+            log_interval=t.log_interval, seed=cfg.run.seed, run_dir=run_dir,
+            progress_bar=t.progress, verbose=False,
+            callbacks=[recorder, EpochPrinter(echo, t.epochs)] if main else [],
+        )  # fmt: skip
+    except (ValueError, TypeError) as e:
+        # The trainer checks its arguments at construction (e.g. 16-mixed without CUDA).
+        raise ConfigError(f"[train]: {e}") from None
+    scheduler = ScheduleLR(comps.optimizer, comps.schedule)
+    echo(f"training {t.epochs} epochs x {comps.steps_per_epoch} steps")
+    t0 = time.perf_counter()
+    try:
+        trainer.train(
+            comps.train_loader, comps.val_loader, t.epochs, scheduler=scheduler,
+            max_grad_norm=None, clipper=comps.clipper, scheduler_interval=cfg.schedule.interval,
+            checkpoint_dir=run_dir / "checkpoints",
+            checkpoint_every_steps=t.checkpoint_every_steps or None, resume=resume,
+            early_stopping_patience=t.early_stopping_patience or None, monitor=t.monitor,
+        )  # fmt: skip
+    except CheckpointError as e:
+        # A corrupt checkpoint, or one of another model: the run directory is bad input.
+        raise ConfigError(f"cannot resume: {e}") from None
+    return trainer, time.perf_counter() - t0
 
 
 class EpochPrinter:
@@ -109,7 +161,8 @@ class EpochPrinter:
         )  # fmt: skip
 
 
-def curves_figure(cfg: RunConfig, comps: Components, trainer: Any, fig_dir: Path) -> FigureSpec:
+def curves_figure(comps: Components, trainer: Any, fig_dir: Path) -> FigureSpec:
+    """The training curves of a finished run, with the clip threshold when there is one."""
     threshold = getattr(comps.clipper, "max_norm", None)
     fig = training_curves_figure(
         trainer.history, trainer.train_losses, trainer.val_losses, trainer.val_accuracies,

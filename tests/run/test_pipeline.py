@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from optiscope.app.build import build_components
-from optiscope.app.config import parse_config
-from optiscope.app.pipeline import seed_everything
-from optiscope.app.stages import EpochPrinter
-from optiscope.app.trajectory import TrajectoryRecorder
+from optiscope.run.build import build_components
+from optiscope.run.config import parse_config
+from optiscope.run.pipeline import seed_everything
+from optiscope.run.train import EpochPrinter
+from optiscope.run.trajectory import TrajectoryRecorder
 
 CONFIG = """
 [data]
@@ -57,28 +57,44 @@ def test_recorder_and_printer_add_no_host_syncs(host_syncs, tmp_path) -> None:
     assert all(torch.equal(a, b) for a, b in zip(w_base, w_cbs))
 
 
-def test_a_failing_analysis_becomes_a_note_not_a_lost_report() -> None:
+def test_only_a_missing_optional_package_becomes_a_note() -> None:
     import pytest
 
-    from optiscope.app.analysis import Analysis, FigureSpec
-    from optiscope.app.pipeline import _guarded
+    from optiscope.run.analyse import Analysis
+    from optiscope.run.figures import FigureSpec
+    from optiscope.run.pipeline import _guarded
 
     out, lines = Analysis(), []
 
     def ok() -> Analysis:
         return Analysis([FigureSpec("t", "c", "f.png")], {"x": 1.0}, ["n"], 2.0)
 
-    def bad() -> Analysis:
-        raise ValueError("directions do not span a plane\nsecond line")
+    def no_plotly() -> Analysis:
+        import plotly_that_is_not_installed  # noqa: F401
+
+        raise AssertionError("unreachable")
 
     _guarded(out, "curvature", lines.append, ok)
-    _guarded(out, "loss landscape", lines.append, bad)
+    _guarded(out, "loss landscape", lines.append, no_plotly)
     assert [f.title for f in out.figures] == ["t"] and out.numbers == {"x": 1.0}
-    assert out.notes == ["n", "loss landscape skipped: ValueError: directions do not span a plane"]
-    assert lines == ["  loss landscape skipped: ValueError: directions do not span a plane"]
+    note = "loss landscape skipped: the plotly_that_is_not_installed package is not installed"
+    assert out.notes == ["n", note]
+    assert lines == [f"  {note}"]
+
+    # A bug (ours, or in the user's model) is not a note: it propagates with its traceback.
+    def bug() -> Analysis:
+        raise ValueError("directions do not span a plane")
+
+    def our_missing_module() -> Analysis:
+        import optiscope.no_such_module  # noqa: F401
+
+        raise AssertionError("unreachable")
 
     def interrupted() -> Analysis:
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        _guarded(out, "curvature", lines.append, interrupted)
+    for fn, kind in ((bug, ValueError), (our_missing_module, ModuleNotFoundError),
+                     (interrupted, KeyboardInterrupt)):  # fmt: skip
+        with pytest.raises(kind):
+            _guarded(out, "curvature", lines.append, fn)
+    assert len(out.notes) == 2

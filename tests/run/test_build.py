@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from optiscope.app.build import (
+from optiscope.run.build import (
     batches_per_epoch,
     build_clipper,
     build_data,
@@ -20,7 +20,7 @@ from optiscope.app.build import (
     build_optimizer,
     build_schedule,
 )
-from optiscope.app.config import ConfigError, parse_config
+from optiscope.run.config import ConfigError, parse_config
 
 
 def _cfg(text: str):
@@ -86,7 +86,7 @@ class TestSchedule:
 
 @pytest.mark.parametrize(("accum", "steps"), [(1, 12), (2, 6), (5, 3), (12, 1), (50, 1)])
 def test_steps_per_epoch_counts_the_partial_last_group(accum: int, steps: int) -> None:
-    from optiscope.app.build import build_components
+    from optiscope.run.build import build_components
 
     cfg = _cfg(
         f"[data]\nbatch_size = 128\n[model]\nhidden = [4]\n[train]\ngrad_accum_steps = {accum}"
@@ -166,7 +166,6 @@ def test_import_path_factories_get_their_keys(factories) -> None:
         ("[data]\nimage = 'yes'\nzoom = 2", "unknown key 'zoom' in [data] for digits"),
         ("[model]\nname = 'opti_factories:frozen'", "no trainable parameters"),
         ("[model]\nname = 'opti_factories:not_callable'", "is not callable"),
-        ("[model]\nname = 'opti_factories:net'\nwidth = -1", r"[model] (opti_factories:net)"),
         ("[clipping]\nname = 'none'\nmax_norm = 1.0", "set name to a clipper"),
         ("[clipping]\nname = 'zclip'\nz = 1", "unknown key 'z' in [clipping] for zclip"),
         ("[train]\nloss = 'torch.nn:NoSuchLoss'", "has no attribute 'NoSuchLoss'"),
@@ -180,6 +179,27 @@ def test_bad_factories_name_the_key(factories, text: str, message: str) -> None:
         build_clipper(cfg)
         build_loss(cfg)
     assert message in str(info.value)
+
+
+def test_an_error_inside_a_user_factory_shows_its_own_traceback(factories) -> None:
+    # A factory that fails is the user's code failing, not a bad config key: torch's own
+    # error comes through unchanged instead of becoming a one-line ConfigError.
+    cfg = _cfg("[model]\nname = 'opti_factories:net'\nwidth = -1")
+    with pytest.raises(RuntimeError, match="negative dimension") as info:
+        build_model(cfg)
+    assert not isinstance(info.value, ConfigError)
+
+
+def test_a_bad_value_for_optiscope_own_objects_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"\[model\] \(digits_mlp\): dropout must be in"):
+        build_model(_cfg("[model]\nname = 'mlp'\ndropout = 1.5"))
+    with pytest.raises(ConfigError, match=r"\[optimizer\] \(sgd\): Nesterov"):
+        build_optimizer(_cfg("[optimizer]\nname = 'sgd'\nmomentum = 0.0\nnesterov = true"),
+                        torch.nn.Linear(2, 2))  # fmt: skip
+
+
+def test_loss_model_means_the_model_computes_its_own() -> None:
+    assert build_loss(_cfg("[train]\nloss = 'model'")) is None
 
 
 def test_clipper_and_loss_by_name() -> None:
@@ -216,7 +236,7 @@ def test_batches_per_epoch_matches_a_distributed_sampler(monkeypatch) -> None:
 
 
 def test_load_weights_accepts_checkpoints_and_state_dicts(tmp_path) -> None:
-    from optiscope.app.tools import load_weights
+    from optiscope.run.pipeline import load_weights
 
     src, dst = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
     torch.save({"kind": "x", "model": src.state_dict()}, tmp_path / "ckpt.pt")
@@ -233,7 +253,7 @@ def test_load_weights_accepts_checkpoints_and_state_dicts(tmp_path) -> None:
 
 
 def test_evaluation_data_concatenates_the_split() -> None:
-    from optiscope.app.analysis import evaluation_data
+    from optiscope.run.analyse import evaluation_data
 
     train, _ = build_data(_cfg("[data]\nbatch_size = 100"))
     X, y = evaluation_data(train)
@@ -243,7 +263,7 @@ def test_evaluation_data_concatenates_the_split() -> None:
 
 
 def test_trajectory_recorder_saves_every_k_epochs(tmp_path) -> None:
-    from optiscope.app.trajectory import TrajectoryRecorder, load_trajectory
+    from optiscope.run.trajectory import TrajectoryRecorder, load_trajectory
 
     model = torch.nn.Linear(2, 1)
     trainer = SimpleNamespace(model=model, epoch=0)
@@ -269,7 +289,7 @@ def test_trajectory_recorder_saves_every_k_epochs(tmp_path) -> None:
 
 
 def test_training_curves_mark_exactly_the_clipped_steps() -> None:
-    from optiscope.app.figures import training_curves_figure
+    from optiscope.run.figures import training_curves_figure
 
     rng = np.random.default_rng(0)
     norms = rng.uniform(0.2, 2.0, 30)
@@ -291,7 +311,7 @@ def test_training_curves_mark_exactly_the_clipped_steps() -> None:
 
 
 def test_steps_per_epoch_is_what_the_trainer_takes() -> None:
-    from optiscope.app.build import build_components
+    from optiscope.run.build import build_components
     from optiscope.training import AdvancedTrainer
 
     cfg = _cfg("[data]\nbatch_size = 128\n[model]\nhidden = [4]\n[train]\ngrad_accum_steps = 5")

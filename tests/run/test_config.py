@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from optiscope.app.config import (
+from optiscope.run.config import (
+    Config,
     ConfigError,
-    RunConfig,
     config_to_toml,
     load_config,
     parse_config,
@@ -26,7 +26,7 @@ else:  # pragma: no cover
 
 def test_empty_config_is_all_defaults() -> None:
     cfg = parse_config("")
-    assert cfg == RunConfig()
+    assert cfg == Config()
     assert cfg.model.name == "mlp" and cfg.optimizer.name == "adamw"
     assert cfg.train.epochs == 10 and cfg.train.precision == "32"
     assert cfg.run_dir == Path("runs") / "run"
@@ -87,6 +87,7 @@ def test_values_are_read_and_open_tables_collect_parameters() -> None:
         ("[data]\nname = 'mnist'", "[data] name: must be 'digits' or an import path"),
         ("[model]\nname = 'resnet'", "[model] name: must be 'mlp', 'cnn' or an import path"),
         ("[model]\nname = 'pkg.mod'", "[model] name: must be 'mlp', 'cnn' or an import path"),
+        ('[model]\nname = "pkg.mod:f\\n"', "[model] name: must be 'mlp', 'cnn' or an import path"),
         ("[run]\nname = 'a/b'", "[run] name: must be a non-empty name without '/'"),
         ("[run]\nname = '..'", "[run] name: must be a non-empty name"),
         ("[run]\nname = ''", "[run] name: must be a non-empty name"),
@@ -186,3 +187,20 @@ def test_config_to_toml_round_trips(name: str, extra: dict) -> None:
     assert again.run.name == name
     assert again.model.params == extra
     assert again.to_dict() == cfg.to_dict()
+
+
+def test_the_example_config_lists_every_key_of_the_schema() -> None:
+    import dataclasses
+
+    from optiscope.run.schema import OPEN_SECTIONS, SECTIONS
+
+    path = Path(__file__).parents[2] / "examples" / "digits.toml"
+    example = tomllib.loads(path.read_text(encoding="utf-8"))
+    assert list(example) == list(SECTIONS)
+    for table, cls in SECTIONS.items():
+        keys = {f.name for f in dataclasses.fields(cls)} - {"params"}
+        if table in OPEN_SECTIONS:
+            # The rest of an open table are the keyword arguments of what it names.
+            assert keys <= set(example[table]), (table, keys - set(example[table]))
+        else:
+            assert set(example[table]) == keys, (table, keys ^ set(example[table]))

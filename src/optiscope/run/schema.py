@@ -1,7 +1,13 @@
 """The schema of a run config: one dataclass per TOML table, each key with its rule.
 
 Each key is declared with :func:`_opt`: its default, a sentence saying what is allowed
-(used verbatim in error messages), and a check or a tuple of choices.
+(used verbatim in error messages), and a check or a tuple of choices. ``SECTIONS`` lists
+the tables in the order a config file shows them; :func:`optiscope.run.config.parse_config`
+validates against it.
+
+Example:
+    >>> sorted(SECTIONS)[:3], TrainSection().loss
+    (['clipping', 'curvature', 'data'], 'cross_entropy')
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from typing import Any
 
 __all__ = [
     "IMPORT_PATH",
+    "LOSSES",
     "OPTIMIZERS",
     "SECTIONS",
     "OPEN_SECTIONS",
@@ -30,10 +37,13 @@ __all__ = [
 
 
 # `package.module:factory` (dotted module, a colon, a dotted attribute path).
-IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
 
 
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
+
+# Built-in losses; "model" means the model computes its own (output .loss or ["loss"]).
+LOSSES = ("cross_entropy", "mse", "model")
 
 
 def _opt(default: Any, allowed: str, check=None, choices: tuple | None = None) -> Any:
@@ -70,7 +80,7 @@ def _data_name(v: str) -> bool:
 
 
 def _loss_name(v: str) -> bool:
-    return v in ("cross_entropy", "mse") or bool(IMPORT_PATH.match(v))
+    return v in LOSSES or bool(IMPORT_PATH.match(v))
 
 
 def _range(v: list) -> bool:
@@ -94,7 +104,11 @@ class RunSection:
 
 @dataclass
 class DataSection:
-    """``[data]``: the built-in digits or ``package.module:factory`` -> (train, val) loaders."""
+    """``[data]``: the built-in digits or ``package.module:factory`` -> (train, val) loaders.
+
+    A factory's loaders may yield any batch layout optiscope's batch concept reads
+    (:mod:`optiscope.batch_loss`): ``(x, y)``, ``(x1, ..., xn, y)`` or dicts.
+    """
 
     name: str = _opt("digits", "'digits' or an import path 'package.module:factory'", _data_name)
     batch_size: int = _opt(64, "an int >= 1", _ge(1))
@@ -104,7 +118,10 @@ class DataSection:
 
 @dataclass
 class ModelSection:
-    """``[model]``: ``mlp``/``cnn`` (the built-in digits models) or an import path."""
+    """``[model]``: ``mlp``/``cnn`` (the built-in digits models) or an import path.
+
+    A factory's model may compute its own loss (``[train] loss = "model"``).
+    """
 
     name: str = _opt("mlp", "'mlp', 'cnn' or an import path 'package.module:factory'", _model_name)
     params: dict = _opt({}, "keyword arguments of the factory")
@@ -150,7 +167,10 @@ class TrainSection:
     precision: str = _opt("32", "one of 32, bf16, 16-mixed", choices=("32", "bf16", "16-mixed"))
     grad_accum_steps: int = _opt(1, "an int >= 1", _ge(1))
     loss: str = _opt(
-        "cross_entropy", "'cross_entropy', 'mse' or an import path 'package.module:fn'", _loss_name
+        "cross_entropy",
+        "'cross_entropy', 'mse', 'model' (the model returns its own loss) or an import path "
+        "'package.module:fn'",
+        _loss_name,
     )
     log_interval: int = _opt(10, "an int >= 1", _ge(1))
     checkpoint_every_steps: int = _opt(0, "an int >= 0 (0: at epoch ends only)", _ge(0))

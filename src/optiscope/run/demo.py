@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from optiscope.app.config import RunConfig, parse_config
+from optiscope.run.config import Config, parse_config
 
 __all__ = ["DEMO_CONFIG", "demo_config"]
 
@@ -73,7 +73,7 @@ def demo_config(
     name: str = "demo",
     epochs: int | None = None,
     quick: bool = False,
-) -> RunConfig:
+) -> Config:
     """The demo's config, with the command line's overrides applied.
 
     Args:

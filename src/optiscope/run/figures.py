@@ -1,22 +1,34 @@
-"""The figures of a run, each saved as a PNG under ``run_dir/figures``.
+"""The figures of a run, each saved as a PNG under ``run_dir/figures`` with its caption.
 
 Most figures come from the areas that own them (``compare_schedules``, ``Schedule.plot``,
 the landscape plots, the LR finder's plot); this module saves them, closes them, and adds
-the one that only a finished run can draw: training curves with clip events.
+the one that only a finished run can draw: training curves with clip events. A
+:class:`FigureSpec` is what every stage hands to the report.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["save_figure", "training_curves_figure", "surface_plotly_json"]
+__all__ = ["FigureSpec", "save_figure", "training_curves_figure", "surface_plotly_json"]
 
 DPI = 110
+
+
+@dataclass
+class FigureSpec:
+    """A figure written to disk, with the words the report shows for it."""
+
+    title: str
+    caption: str
+    file: Path
+    kind: str = "image"
 
 
 def save_figure(fig: Any, path: str | os.PathLike) -> Path:
@@ -44,8 +56,6 @@ def training_curves_figure(
     val_accuracies: Sequence[float | None],
     *,
     clip_threshold: float | None = None,
-    first_epoch: int = 1,
-    path: str | os.PathLike | None = None,
 ) -> Any:
     """Loss, validation accuracy, learning rate and gradient norm with clip events.
 
@@ -56,8 +66,6 @@ def training_curves_figure(
         val_losses: Validation loss per epoch.
         val_accuracies: Validation accuracy per epoch (None entries are skipped).
         clip_threshold: The norm clipping threshold, drawn as a line when known.
-        first_epoch: Number of the first epoch in the per-epoch lists.
-        path: Save the figure here (PNG).
 
     Returns:
         The matplotlib Figure.
@@ -85,7 +93,7 @@ def training_curves_figure(
     clipped = np.array([bool(r.clipped) for r in history])
     skipped = np.array([bool(r.skipped) for r in history])
     ends = _epoch_end_steps(steps, epochs)
-    epoch_ids = list(range(first_epoch, first_epoch + len(train_losses)))
+    epoch_ids = list(range(1, 1 + len(train_losses)))
     x_epoch = [ends.get(e, np.nan) for e in epoch_ids]
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 8))
@@ -127,8 +135,6 @@ def training_curves_figure(
     for a in axes.flat:
         a.grid(True, alpha=0.3)
     fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=DPI, bbox_inches="tight")
     return fig
 
 

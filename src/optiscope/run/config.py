@@ -1,40 +1,39 @@
-"""The run config: a TOML file validated against a schema, with errors that name the key.
+"""Parse and validate: a TOML config checked against the schema, errors naming the key.
 
-A config has one table per concern; every key is optional and defaults to the demo's
-choice. ``[model]``, ``[data]``, ``[schedule]`` and ``[clipping]`` take a ``name`` plus
-the keyword arguments of what it names (checked against that factory's signature when the
-run is built)::
+The first stage of a run. A config has one table per concern (the tables and their keys
+are declared in :mod:`optiscope.run.schema`); every key is optional and defaults to the
+demo's choice. ``[model]``, ``[data]``, ``[schedule]`` and ``[clipping]`` take a ``name``
+plus the keyword arguments of what it names, checked against that factory's signature
+when the run is built (:mod:`optiscope.run.build`).
 
-    [run]
-    name = "digits-mlp"
-    seed = 0
-
-    [model]
-    name = "mlp"            # "mlp", "cnn" or "package.module:factory"
-    hidden = [256, 128]
-
-    [optimizer]
-    name = "adamw"
-    lr = 3e-3
-
-    [schedule]
-    name = "WarmupCosineSchedule"   # any name optiscope.schedules.get_schedule knows
-    warmup_epochs = 1
-
-    [clipping]
-    name = "norm"
-    max_norm = 1.0
-
-    [train]
-    epochs = 12
+Example:
+    >>> cfg = parse_config('''
+    ... [run]
+    ... name = "digits-mlp"
+    ...
+    ... [model]
+    ... name = "mlp"            # "mlp", "cnn" or "package.module:factory"
+    ... hidden = [256, 128]
+    ...
+    ... [schedule]
+    ... name = "warmup_cosine"  # any name in optiscope.schedules.SCHEDULES
+    ... warmup_epochs = 1
+    ...
+    ... [train]
+    ... loss = "model"          # the model computes its own loss (loss_fn=None)
+    ... ''')
+    >>> cfg.run_dir.name, cfg.model.params, cfg.schedule.params, cfg.train.loss
+    ('digits-mlp', {'hidden': [256, 128]}, {}, 'model')
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +44,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-from optiscope.app._sections import (
+from optiscope._internal.errors import InputError, InputFileNotFoundError
+from optiscope.run.schema import (
     IMPORT_PATH,
     OPEN_SECTIONS,
     OPTIMIZERS,
@@ -62,11 +62,10 @@ from optiscope.app._sections import (
     ScheduleSection,
     TrainSection,
 )
-from optiscope.app._toml import config_to_toml
 
 __all__ = [
     "ConfigError",
-    "RunConfig",
+    "Config",
     "load_config",
     "parse_config",
     "config_to_toml",
@@ -86,12 +85,12 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """A config file that cannot be used; the message names the key and what is allowed."""
+class ConfigError(InputError, ValueError):
+    """A config that cannot be used; the message names the key and what is allowed."""
 
 
 @dataclass
-class RunConfig:
+class Config:
     """A validated run config (every table present, defaults filled in).
 
     Build it with :func:`load_config` (a file) or :func:`parse_config` (text or a dict).
@@ -198,8 +197,8 @@ def _build_section(name: str, cls: type, table: Any) -> Any:
     return cls(**kwargs)
 
 
-def parse_config(source: str | dict[str, Any], *, origin: str = "config") -> RunConfig:
-    """Validate TOML text (or an already parsed dict) into a :class:`RunConfig`.
+def parse_config(source: str | dict[str, Any], *, origin: str = "config") -> Config:
+    """Validate TOML text (or an already parsed dict) into a :class:`Config`.
 
     Args:
         source: TOML text, or the dict ``tomllib`` would return for it.
@@ -216,7 +215,7 @@ def parse_config(source: str | dict[str, Any], *, origin: str = "config") -> Run
         >>> parse_config('[optimizer]\\nlr = -1')
         Traceback (most recent call last):
         ...
-        optiscope.app.config.ConfigError: config: [optimizer] lr: must be a float > 0, got -1.0
+        optiscope.run.config.ConfigError: config: [optimizer] lr: must be a float > 0, got -1.0
     """
     text = ""
     if isinstance(source, str):
@@ -236,7 +235,7 @@ def parse_config(source: str | dict[str, Any], *, origin: str = "config") -> Run
             if cls is None:
                 raise _unknown("", "table", key, list(SECTIONS))
             sections[key] = _build_section(key, cls, table)
-        cfg = RunConfig(**sections, source=text)
+        cfg = Config(**sections, source=text)
         lf = cfg.lr_find
         if lf.end_lr <= lf.start_lr:
             raise ConfigError(
@@ -247,17 +246,17 @@ def parse_config(source: str | dict[str, Any], *, origin: str = "config") -> Run
     return cfg
 
 
-def load_config(path: str | os.PathLike) -> RunConfig:
+def load_config(path: str | os.PathLike) -> Config:
     """Read and validate a TOML config file.
 
     Args:
         path: The ``.toml`` file.
 
     Returns:
-        The validated :class:`RunConfig`.
+        The validated :class:`Config`.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        InputFileNotFoundError: ``path`` does not exist (a ``FileNotFoundError``).
         ConfigError: Invalid TOML or an invalid key or value (see :func:`parse_config`).
 
     Example:
@@ -269,9 +268,54 @@ def load_config(path: str | os.PathLike) -> RunConfig:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise InputFileNotFoundError(f"config file not found: {path}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason})") from None
     return parse_config(text, origin=str(path))
+
+
+# --- writing a config back as TOML (tomllib only reads) ----------------------------
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, str):
+        # JSON strings are TOML basic strings once DEL, which TOML wants escaped, is.
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    raise TypeError(f"cannot write a {type(v).__name__} to TOML")
+
+
+def _toml_key(k: str) -> str:
+    return k if _BARE_KEY.fullmatch(k) else _toml_value(k)
+
+
+def config_to_toml(cfg: Config) -> str:
+    """The full config (defaults included) as TOML text that :func:`parse_config` reads back.
+
+    Example:
+        >>> cfg = parse_config('[train]\\nepochs = 3')
+        >>> parse_config(config_to_toml(cfg)).train.epochs
+        3
+    """
+    lines: list[str] = []
+    for name, table in cfg.to_dict().items():
+        lines.append(f"[{name}]")
+        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,1 +1,0 @@
-"""Subcommands of the ``optiscope`` command line; each module registers with ``@command``."""
