@@ -58,7 +58,9 @@ def test_invariants(name, data):
 def test_peak_bounds_the_values_and_length_is_where_they_stop(name, data):
     case = data.draw(CASES[name])
     s, tol = case.schedule, _tol(case)
-    assert s.peak == case.hi  # the peak each case was built with
+    # The peak each case was built with; a warmup into a cosine reaches the cosine's value
+    # at 0, which may sit an ulp above its initial_lr.
+    assert s.peak == pytest.approx(case.hi, rel=1e-14, abs=0.0)
     grid = np.linspace(0.0, 3 * case.horizon, 301)
     assert np.all(s.values(grid) <= s.peak + tol)
     if s.length is not None:

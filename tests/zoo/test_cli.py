@@ -31,12 +31,6 @@ FULL = ("resnet", "hf_style")  # members that also get the landscape and curvatu
 EPOCHS = 2
 
 # What is missing for a member to pass; remove an entry once its piece lands on main.
-NOT_YET = {
-    "hf_style": "AdvancedTrainer and lr_find do not take dict batches or loss_fn=None yet",
-    "two_input": "AdvancedTrainer and lr_find do not take (x1, x2, y) batches yet",
-}
-
-
 def _config(member: ZooMember, out_dir: Path) -> str:
     full = str(member.name in FULL).lower()
     return f"""
@@ -120,13 +114,7 @@ def _reference(member: ZooMember, checkpoint: Path) -> tuple[float, float | None
     return loss_sum / n, (correct / scored if scored else None)
 
 
-def _case(member: ZooMember):
-    reason = NOT_YET.get(member.name)
-    marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-    return pytest.param(member, id=member.name, marks=marks)
-
-
-@pytest.mark.parametrize("member", [_case(m) for m in ZOO])
+@pytest.mark.parametrize("member", ZOO, ids=[m.name for m in ZOO])
 def test_train_command_on_a_factory_config(runs, member: ZooMember) -> None:
     proc, run_dir = runs[member.name]
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -143,3 +143,9 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
         out = out.cpu()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out / dist.get_world_size()
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op in a single process)."""
+    if is_distributed():
+        dist.barrier()
