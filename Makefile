@@ -6,6 +6,10 @@ STAMP   := $(VENV)/.installed
 # Headless plotting and a fixed thread count keep runs quiet and comparable.
 export MPLBACKEND := Agg
 
+# Cockpit and BackPACK declare torchvision (a second torch build) yet run without it;
+# their real dependencies come with the dev extra ("cockpit" in pyproject.toml).
+COCKPIT := "cockpit-for-pytorch==1.0.2" "backpack-for-pytorch==1.7.1"
+
 .PHONY: setup test demo bench lint clean
 
 setup: $(STAMP)
@@ -16,6 +20,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps $(COCKPIT)
 	touch $(STAMP)
 
 lint: setup
