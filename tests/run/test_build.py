@@ -247,7 +247,7 @@ def test_load_weights_accepts_checkpoints_and_state_dicts(tmp_path) -> None:
     assert not torch.equal(src.weight, dst.weight)
     torch.save({"model": torch.nn.Linear(4, 2).state_dict()}, tmp_path / "other.pt")
     before = dst.weight.clone()
-    with pytest.raises(ConfigError, match=r"shapes differ: weight \(2, 4\) vs \(2, 3\)"):
+    with pytest.raises(ConfigError, match=r"shape mismatch weight: \(2, 4\) vs \(2, 3\)"):
         load_weights(dst, tmp_path / "other.pt")
     assert torch.equal(dst.weight, before)
 

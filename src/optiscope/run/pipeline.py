@@ -41,6 +41,7 @@ from optiscope.run.config import Config, ConfigError, config_to_toml
 from optiscope.run.figures import FigureSpec, save_figure
 from optiscope.run.train import curves_figure, lr_find_stage, run_lr_find, schedule_figures, train
 from optiscope.run.trajectory import load_trajectory
+from optiscope.training._state import model_mismatch
 
 __all__ = [
     "RunResult",
@@ -341,23 +342,9 @@ def load_weights(model: torch.nn.Module, checkpoint: str | os.PathLike) -> None:
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConfigError(f"{path} holds no model weights (expected a checkpoint or state_dict)")
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        parts = (
-            ([f"missing {', '.join(missing[:3])}"] if missing else [])
-            + ([f"unexpected {', '.join(unexpected[:3])}"] if unexpected else [])
-            + ([f"shapes differ: {'; '.join(shapes[:3])} (checkpoint vs model)"] if shapes else [])
-        )
-        raise ConfigError(
-            f"{path} was saved from another model than [model] describes: {'; '.join(parts)}"
-        )
+    mismatch = model_mismatch(model, state)
+    if mismatch is not None:
+        raise ConfigError(f"{path} was saved from another model than [model] describes: {mismatch}")
     with torch.no_grad():
         model.load_state_dict(state)
 

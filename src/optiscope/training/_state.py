@@ -23,6 +23,7 @@ __all__ = [
     "check_kind",
     "load_callback_states",
     "load_model_state",
+    "model_mismatch",
     "state_of",
 ]
 
@@ -89,8 +90,8 @@ def check_kind(state: dict[str, Any], path: Any) -> None:
         )
 
 
-def load_model_state(model: nn.Module, saved: dict[str, Any], path: Any) -> None:
-    """Load ``saved`` into ``model``, or say which names and shapes differ."""
+def model_mismatch(model: nn.Module, saved: dict[str, Any]) -> str | None:
+    """How ``saved`` differs from ``model``'s state (names, shapes), or None if it fits."""
     own = model.state_dict()
     missing = sorted(set(own) - set(saved))
     unexpected = sorted(set(saved) - set(own))
@@ -99,15 +100,21 @@ def load_model_state(model: nn.Module, saved: dict[str, Any], path: Any) -> None
         for k in own
         if k in saved and hasattr(saved[k], "shape") and saved[k].shape != own[k].shape
     ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(missing[:5])}")
-        if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:5])}")
-        if shapes:
-            parts.append(f"shape mismatch {'; '.join(shapes[:5])} (checkpoint vs model)")
-        raise CheckpointError(f"{path} was saved from another model: {'; '.join(parts)}")
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(missing[:5])}")
+    if unexpected:
+        parts.append(f"unexpected {', '.join(unexpected[:5])}")
+    if shapes:
+        parts.append(f"shape mismatch {'; '.join(shapes[:5])} (checkpoint vs model)")
+    return "; ".join(parts) or None
+
+
+def load_model_state(model: nn.Module, saved: dict[str, Any], path: Any) -> None:
+    """Load ``saved`` into ``model``, or say which names and shapes differ."""
+    mismatch = model_mismatch(model, saved)
+    if mismatch is not None:
+        raise CheckpointError(f"{path} was saved from another model: {mismatch}")
     model.load_state_dict(saved)
 
 
