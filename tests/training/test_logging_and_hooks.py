@@ -90,7 +90,7 @@ def test_tensorboard_scalars_match_the_history(make_model, make_loaders, tmp_pat
     calls = []
 
     class FakeWriter:
-        def __init__(self, log_dir):
+        def __init__(self, log_dir, **options):
             calls.append(("init", log_dir))
 
         def add_scalar(self, tag, value, step):

@@ -147,6 +147,9 @@ class MetricsWriter:
         self._jsonl.close()
 
 
+QUEUE = 1024  # TensorBoard events buffered before add_scalar waits for the writer thread
+
+
 class TensorBoardWriter:
     """Scalars for TensorBoard (``pip install optiscope[tensorboard]``).
 
@@ -161,18 +164,23 @@ class TensorBoardWriter:
             raise ImportError(
                 "TensorBoard logging needs tensorboard: pip install 'optiscope[tensorboard]'"
             ) from e
-        self._writer = SummaryWriter(log_dir=str(log_dir))
+        # A queue that holds a few log points' scalars: with SummaryWriter's default of 10
+        # the training thread blocks on the writer thread at every log point.
+        self._writer = SummaryWriter(log_dir=str(log_dir), max_queue=QUEUE)
 
     def write(self, rows: list[dict[str, Any]]) -> None:
+        epoch_end = False
         for row in rows:
             if row["kind"] == "step":
                 for key in ("loss", "grad_norm", "lr"):
                     self._writer.add_scalar(f"train/{key}", row[key], row["step"])
             else:
+                epoch_end = True
                 for key in ("train_loss", "val_loss", "val_accuracy"):
                     if row.get(key) is not None:
                         self._writer.add_scalar(f"epoch/{key}", row[key], row["epoch"])
-        self._writer.flush()
+        if epoch_end:  # step scalars reach the file in the background, or at close at latest
+            self._writer.flush()
 
     def close(self) -> None:
         self._writer.close()
