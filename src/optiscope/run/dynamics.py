@@ -91,25 +91,26 @@ def resolve_noise_source(cfg: Config, world: int | None = None) -> str:
 def probe_batch(comps: Components, size: int) -> Any:
     """The first ``size`` training samples as one batch on the run's device.
 
-    Read in dataset order through a fresh, unshuffled loader, so no random number is drawn
-    and the training batches are the same with or without a probe batch.
+    Read in dataset order and collated as the train loader does; no random number is
+    drawn, so the training batches are the same with or without a probe batch.
 
     Raises:
         ConfigError: The train loader has no dataset to take the samples from.
     """
-    from torch.utils.data import DataLoader
+    from torch.utils.data import default_collate
 
     from optiscope.batch_loss import to_device
 
     dataset = getattr(comps.train_loader, "dataset", None)
-    if dataset is None:
+    if dataset is None or not hasattr(dataset, "__getitem__"):
         raise ConfigError(
-            "[instruments] probe_batch_size: the train loader has no .dataset to take a probe "
-            "batch from; use 0 (the first training batch)"
+            "[instruments] probe_batch_size: the train loader has no indexable .dataset to "
+            "take a probe batch from; use 0 (the first training batch)"
         )
-    collate = getattr(comps.train_loader, "collate_fn", None)
-    n = min(size, len(dataset))
-    batch = next(iter(DataLoader(dataset, batch_size=n, shuffle=False, collate_fn=collate)))
+    # Indexed and collated directly: a DataLoader iterator would draw its base seed from
+    # the global RNG and so change the shuffling of training.
+    collate = getattr(comps.train_loader, "collate_fn", None) or default_collate
+    batch = collate([dataset[i] for i in range(min(size, len(dataset)))])
     return to_device(batch, comps.device)
 
 
@@ -213,7 +214,7 @@ def dynamics_numbers(history: History, hvp_counts: list[int]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for label, key in (
         ("final sharpness", "sharpness"),
-        ("final sharpness threshold (2/lr)", "sharpness_threshold"),
+        ("final sharpness threshold", "sharpness_threshold"),
         ("final preconditioned sharpness", "preconditioned_sharpness"),
         ("final preconditioned threshold", "preconditioned_threshold"),
         ("final gradient noise scale", "noise_scale"),
@@ -236,9 +237,10 @@ def _sharpness_caption(cfg: Config, history: History, every: int) -> str:
     text = (
         f"The top Hessian eigenvalue of the training loss on a fixed probe batch, every "
         f"{every} optimizer steps (warm-started Lanczos), against the stability threshold "
-        "2/lr of gradient descent. Under (S)GD sharpness rises while training (progressive "
-        "sharpening) until it reaches 2/lr and then hovers there (the edge of stability, "
-        "Cohen et al. 2021): far above 2/lr for long, the step is too large for the "
+        "of the update: 2/lr for gradient descent, (2 + 2 momentum)/lr with heavy-ball "
+        "momentum. Under (S)GD sharpness rises while training (progressive sharpening) "
+        "until it reaches the threshold and then hovers there (the edge of stability, "
+        "Cohen et al. 2021): far above it for long, the step is too large for the "
         "curvature; far below, there is room for a larger rate."
     )
     if "preconditioned_sharpness" in history:
@@ -253,7 +255,8 @@ def _sharpness_caption(cfg: Config, history: History, every: int) -> str:
 
 def _noise_caption(cfg: Config, history: History) -> str:
     crit = _last(history, "critical_batch_size")
-    used = _last(history, "batch_size")
+    sizes = [v for _, v in history.get("batch_size", []) if math.isfinite(v)]
+    used = statistics.mode(sizes) if sizes else None  # the last batch of an epoch may be short
     return (
         "The simple gradient noise scale B_simple = tr(Sigma) / |G|^2 (McCandlish et al. "
         "2018, unbiased estimators from gradients at two batch sizes, smoothed) with the "

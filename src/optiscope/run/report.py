@@ -199,9 +199,9 @@ def _instrument_rows(n: dict[str, Any]) -> dict[str, str]:
     # What [instruments] recorded, latest values (optiscope.run.dynamics.dynamics_numbers).
     rows: dict[str, str] = {}
     pairs = {
-        "Sharpness vs 2/lr (final)": (
+        "Sharpness vs its threshold (final)": (
             "final sharpness",
-            "final sharpness threshold (2/lr)",
+            "final sharpness threshold",
             " vs ",
         ),
         "Preconditioned sharpness vs its threshold (final)": (
