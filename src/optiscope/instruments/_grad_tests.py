@@ -59,6 +59,16 @@ def _slice(batch: Any, start: int, stop: int) -> Any:
     return batch
 
 
+def _index(batch: Any, i: int) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch[i]
+    if isinstance(batch, Mapping):
+        return type(batch)({k: _index(v, i) for k, v in batch.items()})
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_index(v, i) for v in batch)
+    return batch
+
+
 def per_sample_gradients(
     model: nn.Module,
     batch_loss: BatchLoss,
@@ -84,9 +94,16 @@ def per_sample_gradients(
 
     size = batch_loss.size(batch)
     step = size if chunk_size is None else chunk_size
+    # torch's fused RNN kernels (LSTM, GRU) have no vmap rule: one sample at a time there.
+    looped = any(isinstance(m, nn.RNNBase) for m in model.modules())
     with double_backward_kernels():  # no MHA fast path (no vmap rule) in eval mode
         for start in range(0, size, step):
-            yield vmap(flat_grad)(_slice(batch, start, min(size, start + step)))
+            chunk = _slice(batch, start, min(size, start + step))
+            if looped:
+                n = min(size, start + step) - start
+                yield torch.stack([flat_grad(_index(chunk, i)) for i in range(n)])
+            else:
+                yield vmap(flat_grad)(chunk)
 
 
 def gradient_tests(
