@@ -22,16 +22,18 @@ c. plus sharpness every 16 steps (optiscope ``sharpness``, warm-started, on a fi
 Each measurement is a window of optimizer steps (a multiple of 16, so each holds the same
 number of sharpness measurements) on a model that keeps training; the one host copy
 (``Instruments.flush``) happens once per window, at its end, as a log point would. Per
-repeat every configuration runs one window, the baselines several, in a rotating order,
-so machine noise hits all alike; the ratios are medians of window times over the median
-baseline window. One torch thread for every loop. Also printed: the Hessian-vector
-products per sharpness measurement with and without the warm start.
+repeat every loop (the two baselines included) runs one window, in an order rotated
+from repeat to repeat, so machine noise hits all alike; the ratios are the median window
+time over the baseline's median window time. One torch thread for every loop. Also
+printed: the Hessian-vector products per sharpness measurement, warm-started (the
+trained loops) and from a random start (a fresh ``Instruments`` on the final weights).
 
 Cockpit (``cockpit-for-pytorch`` + ``backpack-for-pytorch``) is a benchmark dependency; if
 it does not import its columns say "n/a".
 
-Run: ``python benchmarks/bench_instruments.py`` (about three minutes; ``--full`` also runs
-3C3D at interval 4 and more repeats).
+Run: ``python benchmarks/bench_instruments.py`` (about five minutes on one core: 3C3D at
+interval 1, the digits MLP at 1, 4 and 16; ``--full`` runs 3C3D at 4 and 16 too, and five
+repeats).
 """
 
 from __future__ import annotations
@@ -91,8 +93,8 @@ def _networks(full: bool) -> list[Network]:
     x, y = digits_tensors()
     digits = [(x[i : i + BATCH], y[i : i + BATCH]) for i in range(0, 8 * BATCH, BATCH)]
     return [
-        Network("3C3D", c3d, cifar, 16, (1, 4, 16) if full else (1, 16)),
-        Network("digits MLP", digits_mlp, digits, 64, (1, 4, 16)),
+        Network("3C3D", c3d, cifar, 16, (1, 4, 16) if full else (1,)),
+        Network("digits MLP", digits_mlp, digits, 32, (1, 4, 16)),
     ]
 
 
@@ -129,10 +131,10 @@ class Loop:
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         for xm, ym in zip(x.chunk(self.accum), y.chunk(self.accum)):
-            loss = F.cross_entropy(self.model(xm), ym) / self.accum
-            loss.backward()
+            loss = F.cross_entropy(self.model(xm), ym)
+            (loss / self.accum if self.accum > 1 else loss).backward()
             if self.inst is not None:
-                self.inst.after_backward(loss)
+                self.inst.after_backward(loss, batch_size=len(xm))
         if self.inst is not None:
             self.inst.before_step()
         self.optimizer.step()
@@ -217,17 +219,17 @@ def bench_network(net: Network, repeats: int) -> list[tuple[str, int, Any, Any, 
             configs.append((tier, k, "optiscope", _optiscope_loop(net, tier, k)))
             configs.append((tier, k, "cockpit", _cockpit_loop(net, tier, k)))
     loops = [c[3] for c in configs if c[3] is not None]
-    for loop in [base, base_acc, *loops]:  # warm-up: first calls, allocator, sharpness at 0
-        loop.window(net.window)
-        loop.times.clear()
-        loop.cpu.clear()
+    # Warm-up: first calls and the allocator; tier c runs 16 steps so that its first
+    # (cold) sharpness measurement is behind it and the timed ones are warm-started.
+    for tier, _, _, loop in [("a", 0, "", base), ("b", 0, "", base_acc), *configs]:
+        if loop is not None:
+            loop.window(16 if tier == "c" else 2)
+            loop.times.clear()
+            loop.cpu.clear()
     for r in range(repeats):
-        order = loops[r % len(loops) :] + loops[: r % len(loops)]
-        third = max(1, len(order) // 3)
-        for i, loop in enumerate(order):
-            if i % third == 0:
-                base.window(net.window)
-                base_acc.window(net.window)
+        order = [base, base_acc, *loops]
+        k = r % len(order)
+        for loop in order[k:] + order[:k]:
             loop.window(net.window)
     rows = []
     for tier, k, who, loop in configs:
@@ -274,7 +276,7 @@ def _cold_hvps(net: Network, loop: Loop) -> int | None:
     )  # fmt: skip
     x, y = net.batches[0]
     F.cross_entropy(model(x), y).backward()
-    inst.after_backward(None)
+    inst.after_backward(None, batch_size=len(x))
     opt.step()
     inst.after_step()
     return inst.hvp_counts[0] if inst.hvp_counts else None

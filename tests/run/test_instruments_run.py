@@ -275,3 +275,18 @@ def test_the_readme_instruments_example_runs(tmp_path, monkeypatch, capsys) -> N
     # SGD with momentum 0.9 at lr 0.05: the threshold is (2 + 2 * 0.9) / 0.05.
     assert m and float(m.group(1)) > 0 and float(m.group(2)) == pytest.approx(76, rel=1e-3)
     assert (tmp_path / "sharpness.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_resumed_run_continues_the_history_exactly(tmp_path) -> None:
+    extra = (
+        '[instruments]\nenabled = true\nquantities = ["loss", "layers", "distance", '
+        '"sharpness"]\nsharpness_every = 5\n'
+    )
+    two = SMALL.replace("epochs = 1", "epochs = 2")
+    straight = train_run(_config(tmp_path / "a", extra, two), echo=lambda s: None)
+    train_run(_config(tmp_path / "b", extra), echo=lambda s: None)
+    resumed = train_run(_config(tmp_path / "b", extra, two), resume=True, echo=lambda s: None)
+    a = json.loads((straight.run_dir / "instruments.json").read_text())
+    b = json.loads((resumed.run_dir / "instruments.json").read_text())
+    assert [s for s, _ in a["history"]["distance"]] == list(range(1, 25))
+    assert a == b
