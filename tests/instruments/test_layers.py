@@ -34,7 +34,7 @@ def _reference(model, opt, batches, every):
         total_u = total_w = total_d = 0.0
         for n, p in model.named_parameters():
             u = (p.detach() - before[n]).norm()
-            w = before[n].norm()
+            w = p.detach().norm()  # the weights after the step
             d = (p.detach() - init[n]).norm()
             put(f"layers/{n}/grad_norm", step, grads[n].norm())
             put(f"layers/{n}/weight_norm", step, w)

@@ -91,7 +91,7 @@ def test_warm_start_spends_fewer_products():
                 loss_fn=F.cross_entropy,
                 sharpness_iters=60,
             )
-            fresh._sharp.measure(m, fresh.probe_batch)
+            fresh._probe.sharpness.measure(m, fresh.probe_batch)
             cold.append(fresh.hvp_counts[0])
 
     run_loop(m, opt, [(X, y)] * 24, None, hook=measure)
@@ -125,7 +125,7 @@ def test_probes_leave_model_and_rng_bit_identical():
     before = state_of(model)
     rng = torch.get_rng_state()
     inst.step = 0
-    inst._probes(1)
+    inst._run_probes(1)
     assert_same_state(state_of(model), before)
     assert torch.equal(torch.get_rng_state(), rng)
     assert model.training and all(m.training for m in model.modules())

@@ -89,13 +89,13 @@ def test_every_quantity_on_every_member(member: ZooMember):
     v = inst.values()
     # Probes again (the step-2 set) on a model in train mode with gradients: nothing changes.
     before, rng = state_of(model), torch.get_rng_state()
-    inst._probes(2)
+    inst._run_probes(2)
     assert_same_state(state_of(model), before)
     assert torch.equal(torch.get_rng_state(), rng)
     assert [x for _, x in inst.history["grad_norm"]] == pytest.approx(norms, rel=1e-5)
     # The eigenpair under an independent float64 Hessian-vector product.
     ref = Reference(member, model, [batch])
-    vec = inst._sharp.vector.double()
+    vec = inst._probe.sharpness.vector.double()
     hv = ref.hvp(vec)
     lam = v["sharpness"]
     assert (vec @ hv).item() == pytest.approx(lam, rel=2e-3)

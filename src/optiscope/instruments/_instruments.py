@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,24 +11,11 @@ from torch import nn
 
 from optiscope._internal.checks import check_choice, check_int, check_open_unit, check_positive
 from optiscope._internal.registry import nearest
-from optiscope._internal.restore import preserved
 from optiscope.batch_loss import BatchLoss, FunctionLoss, as_batch_loss, to_device
-from optiscope.instruments._grad_tests import _slice, gradient_tests
-from optiscope.instruments._layers import LayerNorms
-from optiscope.instruments._noise import (
-    DDPNoise,
-    MicroBatchNoise,
-    NoiseEMA,
-    noise_estimates,
-    split_gradient_norms,
-)
+from optiscope.instruments._noise import NoiseEMA
+from optiscope.instruments._probes import Probes
 from optiscope.instruments._record import Recorder
-from optiscope.instruments._sharpness import (
-    SharpnessTracker,
-    adam_preconditioner,
-    preconditioned_threshold,
-    sharpness_threshold,
-)
+from optiscope.instruments._step import StepMeasure
 
 __all__ = ["DEFAULT_QUANTITIES", "NOISE_SOURCES", "QUANTITIES", "Instruments"]
 
@@ -244,29 +230,23 @@ class Instruments:
         if probe_batch is not None:
             self.set_probe_batch(probe_batch)
 
-        snapshots = bool(wants & {"layers", "distance"})
-        self._layers = LayerNorms(named, snapshots)
-        self._micro = MicroBatchNoise([p for _, p in named])
-        self._ddp_noise = (
-            DDPNoise(self._ddp, self.world_size)
-            if "noise_scale" in wants and self.noise_source == "ddp"
-            else None
-        )
+        params = [p for _, p in named]
         self._ema = NoiseEMA(self.smoothing)
-        self._sharp = SharpnessTracker(
-            self.batch_loss, self.names, sharpness_iters, self.sharpness_tol, seed
-        )
-        self._psharp = SharpnessTracker(
-            self.batch_loss, self.names, sharpness_iters, self.sharpness_tol, seed + 1
-        )
-        self._rec = Recorder(self.names)
+        self._measure = StepMeasure(
+            self.names, params, self.quantities, self.noise_source, self._ddp,
+            self.world_size, self._ema,
+        )  # fmt: skip
+        split_pieces = self.split if self.noise_source == "split" else None
+        self._probe = Probes(
+            model, optimizer, self.batch_loss, self.names, self.quantities, split_pieces,
+            self._ema, self.sharpness_iters, self.sharpness_tol, seed,
+        )  # fmt: skip
+        self._rec = Recorder()
         self.step = 0
-        self._reset_step()
-        self._snapshot_for = -1
         self._used_before_step = False
-        if snapshots and self._due(1):
-            self._weight_norms = self._layers.snapshot()
-            self._snapshot_for = 1
+        if self._measure.want_layers and self._due(1):
+            self._measure.layers.snapshot()
+            self._measure.snapshot_for = 1
 
     # ------------------------------------------------------------------ set-up
     def _pick_noise_source(
@@ -315,27 +295,10 @@ class Instruments:
             raise ValueError(f"grad_tests need a probe_batch of >= 2 samples, got {size}")
         self.probe_batch = _detached(to_device(batch, self.device))
 
-    # ------------------------------------------------------------------ schedule
+    # ------------------------------------------------------------------ the hooks
     def _due(self, step: int) -> bool:
         return step % self.every == 0
 
-    def _reset_step(self) -> None:
-        self._losses: list[tuple[torch.Tensor, float]] = []
-        self._sizes = 0
-        self._grad_scale: Any = None
-        self._grads: torch.Tensor | None = None
-        self._noise_norms: tuple[torch.Tensor, torch.Tensor, float, float] | None = None
-        self._ddp_big: torch.Tensor | None = None
-        self._before_done = False
-        self._micro.reset()
-        if self._ddp_noise is not None:
-            self._ddp_noise.reset()
-
-    @property
-    def _noise_live(self) -> bool:
-        return self.noise_source in ("micro_batches", "ddp")
-
-    # ------------------------------------------------------------------ the hooks
     def after_backward(
         self,
         loss: torch.Tensor | None = None,
@@ -348,169 +311,60 @@ class Instruments:
         Args:
             loss: This micro-batch's loss as computed (not divided by the accumulation
                 count), for ``"loss"``.
-            batch_size: Its number of samples (weights the loss; needed for noise).
-            grad_scale: The GradScaler scale the loss was multiplied by, if any.
+            batch_size: Its number of samples (weights the loss; needed for the noise
+                scale from micro-batches or DDP).
+            grad_scale: The GradScaler scale the loss was multiplied by, if any (a tensor
+                such as ``scaler._get_scale_async()`` keeps it on the device).
+
+        Raises:
+            ValueError: ``batch_size`` is missing where the noise scale needs it.
         """
-        upcoming = self.step + 1
-        if not self._due(upcoming):
-            return
-        weight = 1.0 if batch_size is None else float(batch_size)
-        self._sizes += 0 if batch_size is None else int(batch_size)
-        if loss is not None and "loss" in self.quantities:
-            self._losses.append((loss.detach().float().reshape(()), weight))
-        self._grad_scale = grad_scale
-        if not self._noise_live or "noise_scale" not in self.quantities:
-            return
-        if batch_size is None:
-            raise ValueError(
-                f"noise_source={self.noise_source!r} needs after_backward(..., batch_size=n)"
-            )
-        if self.noise_source == "micro_batches":
-            self._micro.after_backward(int(batch_size), grad_scale)
-        elif self._ddp_noise is not None and self._ddp_noise.fired and self._ddp_big is None:
-            # The all-reduce has run in this backward: .grad is now the global mean.
-            grads = [p.grad for p in self._layers.params if p.grad is not None]
-            big = torch.stack([n.float() for n in torch._foreach_norm(grads)]).square().sum()
-            self._ddp_big = big / _sq(grad_scale, big)
+        if (self.step + 1) % self.every == 0:
+            self._measure.after_backward(loss, batch_size, grad_scale)
 
     def before_step(self) -> None:
-        """Call after unscaling and clipping, before ``optimizer.step()`` (optional)."""
+        """Call after unscaling and clipping, before ``optimizer.step()`` (optional: without
+        it, gradients are read in :meth:`after_step`, which must then come before
+        ``zero_grad``, and the snapshot for update norms is taken after the previous step)."""
         self._used_before_step = True
-        self._before()
-
-    def _before(self, snapshot: bool = True) -> None:
-        if self._before_done or not self._due(self.step + 1):
-            return
-        self._before_done = True
-        wants = self.quantities
-        if "grad_norm" in wants or "layers" in wants:
-            self._grads = self._layers.grad_norms()
-        if snapshot and ("layers" in wants or "distance" in wants):
-            self._weight_norms = self._layers.snapshot()
-            self._snapshot_for = self.step + 1
-        if "noise_scale" in wants and self.noise_source == "micro_batches":
-            self._noise_norms = self._micro.norms(self._grad_scale)
-        elif "noise_scale" in wants and self.noise_source == "ddp":
-            dn = self._ddp_noise
-            if dn is not None and dn.local_sq is not None and self._ddp_big is not None:
-                local = dn.local_sq / _sq(self._grad_scale, dn.local_sq)
-                b = float(self._sizes)
-                self._noise_norms = (local, self._ddp_big, b, b * self.world_size)
+        if self._due(self.step + 1):
+            self._measure.before(snapshot=True)
+            self._measure.snapshot_for = self.step + 1
 
     def after_step(self) -> None:
-        """Call after ``optimizer.step()`` (before or after ``zero_grad``); no host sync
-        except inside probe measurements at their intervals."""
-        self._before(snapshot=False)
-        self.step += 1
-        step = self.step
-        if self._due(step):
-            self._record_cheap(step)
-        self._probes(step)
-        self._reset_step()
-        wants = self.quantities
-        if (
-            not self._used_before_step
-            and ("layers" in wants or "distance" in wants)
-            and self._due(step + 1)
-        ):
+        """Call after ``optimizer.step()``; no host sync (probe measurements at their own
+        intervals copy a few values for their convergence tests)."""
+        m = self._measure
+        step = self.step + 1
+        due = self._due(step)
+        if due:
+            m.before(snapshot=False)
+        self.step = step
+        if due:
+            m.record(step, self.optimizer.param_groups[0]["lr"], self._rec)
+        self._run_probes(step)
+        m.reset()
+        if not self._used_before_step and m.want_layers and self._due(step + 1):
             # No before_step() in this loop: the weights now are the next step's pre-step ones.
-            self._weight_norms = self._layers.snapshot()
-            self._snapshot_for = step + 1
+            m.layers.snapshot()
+            m.snapshot_for = step + 1
 
     def skip_step(self) -> None:
         """Forget the step in progress (the optimizer skipped it, e.g. a non-finite loss)."""
-        self._reset_step()
+        self._measure.reset()
 
-    # ------------------------------------------------------------------ measurements
-    def _record_cheap(self, step: int) -> None:
+    def _run_probes(self, step: int) -> None:
         wants = self.quantities
-        rec = self._rec.begin(step)
-        if "loss" in wants and self._losses:
-            losses = torch.stack([t for t, _ in self._losses])
-            w = torch.tensor([w for _, w in self._losses], device=losses.device)
-            rec.add("loss", (losses * w).sum() / w.sum())
-        if "grad_norm" in wants and self._grads is not None:
-            rec.add("grad_norm", torch.linalg.vector_norm(self._grads))
-        snap_ok = self._snapshot_for == step
-        if "layers" in wants:
-            if self._grads is not None:
-                rec.add_layers("grad_norm", self._grads)
-            if snap_ok:
-                w, u = self._weight_norms, self._layers.update_norms()
-                ratio = torch.where(w > 0, u / w, torch.full_like(u, math.nan))
-                rec.add_layers("weight_norm", w)
-                rec.add_layers("update_norm", u)
-                rec.add_layers("update_ratio", ratio)
-                u_all, w_all = torch.linalg.vector_norm(u), torch.linalg.vector_norm(w)
-                rec.add("update_norm", u_all)
-                rec.add("update_ratio", u_all / w_all)
-        if "layers" in wants or "distance" in wants:
-            d = self._layers.distances()
-            if "layers" in wants:
-                rec.add_layers("distance", d)
-            if "distance" in wants:
-                rec.add("distance", torch.linalg.vector_norm(d))
-        if self._noise_norms is not None:
-            small, big, b_s, b_b = self._noise_norms
-            ns, g2, trace = self._ema.update(*noise_estimates(small, big, b_s, b_b))
-            rec.add("noise_scale", ns)
-            rec.add("critical_batch_size", ns)
-            rec.add("noise_scale/grad_sq", g2)
-            rec.add("noise_scale/trace", trace)
-            used = self._sizes * self.world_size if self._sizes else b_b
-            rec.host("batch_size", float(used))
-        lr = self.optimizer.param_groups[0]["lr"]
-        if isinstance(lr, torch.Tensor):
-            rec.add("lr", lr.detach().float().reshape(()))
-        else:
-            rec.host("lr", float(lr))
-        self._rec.end(rec)
-
-    def _probes(self, step: int) -> None:
-        wants = set(self.quantities)
         jobs = []
         if step % self.sharpness_every == 0:
             jobs += [q for q in ("sharpness", "preconditioned_sharpness") if q in wants]
         if "grad_tests" in wants and step % self.grad_tests_every == 0:
             jobs.append("grad_tests")
-        split_noise = "noise_scale" in wants and self.noise_source == "split" and self._due(step)
+        split_noise = self.noise_source == "split" and self._due(step)
         if not (jobs or split_noise) or self.rank != 0 or self.probe_batch is None:
             return
-        rec = self._rec.begin(step)
-        with preserved(self.model, rng=True):
-            self.model.eval()
-            if "sharpness" in jobs:
-                top, _ = self._sharp.measure(self.model, self.probe_batch)
-                rec.host("sharpness", top)
-                rec.host("sharpness_threshold", sharpness_threshold(self.optimizer))
-            if "preconditioned_sharpness" in jobs:
-                params = dict(self.model.named_parameters())
-                d = adam_preconditioner(self.optimizer, [params[n] for n in self.names])
-                if d is not None:
-                    top, _ = self._psharp.measure(self.model, self.probe_batch, d)
-                    rec.host("preconditioned_sharpness", top)
-                    rec.host("preconditioned_threshold", preconditioned_threshold(self.optimizer))
-            if "grad_tests" in jobs:
-                for name, value in gradient_tests(
-                    self.model, self.batch_loss, self.probe_batch, self.names
-                ).items():
-                    rec.add(f"grad_tests/{name}", value)
-            if split_noise:
-                self._split_noise(rec)
-        self._rec.end(rec)
-
-    def _split_noise(self, rec: Any) -> None:
-        n = self.batch_loss.size(self.probe_batch)
-        bounds = [round(i * n / self.split) for i in range(self.split + 1)]
-        pieces = [_slice(self.probe_batch, a, b) for a, b in zip(bounds, bounds[1:])]
-        small, big = split_gradient_norms(self.model, self.batch_loss, pieces, self.names)
-        ns, g2, trace = self._ema.update(*noise_estimates(small, big, n / self.split, n))
-        rec.add("noise_scale", ns)
-        rec.add("critical_batch_size", ns)
-        rec.add("noise_scale/grad_sq", g2)
-        rec.add("noise_scale/trace", trace)
-        used = self._sizes * self.world_size if self._sizes else n
-        rec.host("batch_size", float(used))
+        used = float(self._measure.sizes * self.world_size)
+        self._probe.measure(step, self.probe_batch, jobs, split_noise, used, self._rec)
 
     # ------------------------------------------------------------------ results
     @property
@@ -522,14 +376,16 @@ class Instruments:
     def hvp_counts(self) -> list[int]:
         """Hessian-vector products per sharpness measurement (preconditioned ones apart:
         :attr:`preconditioned_hvp_counts`)."""
-        return list(self._sharp.hvp_counts)
+        return list(self._probe.sharpness.hvp_counts)
 
     @property
     def preconditioned_hvp_counts(self) -> list[int]:
-        return list(self._psharp.hvp_counts)
+        """Hessian-vector products per preconditioned sharpness measurement."""
+        return list(self._probe.preconditioned.hvp_counts)
 
     def flush(self) -> None:
-        """Copy every pending value to the host (one transfer) and extend :attr:`history`."""
+        """Copy every pending value to the host (one transfer); :attr:`history` and
+        :meth:`values` turn the copies into named values when read."""
         self._rec.flush()
 
     def values(self) -> dict[str, float]:
@@ -547,13 +403,14 @@ class Instruments:
     def state_dict(self) -> dict[str, Any]:
         """Plain data for ``torch.save`` (loads with ``weights_only=True``); flushes first."""
         self.flush()
+        _ = self._rec.history  # runs the host side, so the moving averages are current
         return {
             "step": self.step,
             "names": list(self.names),
-            "initial": [t.clone() for t in self._layers.initial],
+            "layers": self._measure.layers.state_dict(),
             "ema": self._ema.state_dict(),
-            "sharpness": self._sharp.state_dict(),
-            "preconditioned_sharpness": self._psharp.state_dict(),
+            "sharpness": self._probe.sharpness.state_dict(),
+            "preconditioned_sharpness": self._probe.preconditioned.state_dict(),
             "recorder": self._rec.state_dict(),
             "probe_batch": self.probe_batch,
         }
@@ -569,27 +426,19 @@ class Instruments:
                 "the instruments state was saved for other parameters: "
                 f"{list(state['names'])[:4]}... vs {self.names[:4]}..."
             )
-        self._rec.flush()
+        m = self._measure
         self.step = int(state["step"])
-        with torch.no_grad():
-            for mine, saved in zip(self._layers.initial, state["initial"]):
-                mine.copy_(saved)
+        m.layers.load_state_dict(state["layers"])
         self._ema.load_state_dict(state["ema"])
-        self._sharp.load_state_dict(state["sharpness"], self.device)
-        self._psharp.load_state_dict(state["preconditioned_sharpness"], self.device)
+        self._probe.sharpness.load_state_dict(state["sharpness"], self.device)
+        self._probe.preconditioned.load_state_dict(state["preconditioned_sharpness"], self.device)
         self._rec.load_state_dict(state["recorder"])
         if state["probe_batch"] is not None:
             self.probe_batch = to_device(state["probe_batch"], self.device)
-        self._reset_step()
-        if self._layers.buffers and self._due(self.step + 1):
-            self._weight_norms = self._layers.snapshot()
-            self._snapshot_for = self.step + 1
-
-
-def _sq(scale: Any, like: torch.Tensor) -> torch.Tensor | float:
-    if scale is None:
-        return 1.0
-    return torch.as_tensor(scale, device=like.device, dtype=like.dtype).square()
+        m.reset()
+        if m.want_layers and self._due(self.step + 1):
+            m.layers.snapshot()
+            m.snapshot_for = self.step + 1
 
 
 def _detached(batch: Any) -> Any:

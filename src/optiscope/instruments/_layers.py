@@ -1,9 +1,14 @@
 """Per-parameter-tensor norms with torch's foreach kernels: gradients, weights, updates.
 
-One measured step costs a handful of fused passes over the parameters (``_foreach_copy_``
-for the pre-step snapshot, ``_foreach_sub_`` for the update and the distance, and
-``_foreach_norm`` for each set of norms) and never copies a value to the host: the norms
-of all tensors are stacked into one device tensor per quantity.
+A measured step costs one ``_foreach_copy_`` (the pre-step snapshot, into buffers
+allocated once), one in-place ``_foreach_sub_`` (the update), one more subtraction
+(the distance from the initial weights, moved by the update) and a single
+``_foreach_norm`` over every tensor set at once, and never copies a value to the host.
+Memory: three copies of the weights (initial, snapshot, distance).
+
+The distance is kept incrementally (``D += update``) while every step is measured, and
+recomputed exactly (``D = w - w_init``) on the first measured step after an unmeasured
+one and every :data:`EXACT_EVERY` steps, so rounding never accumulates far.
 """
 
 from __future__ import annotations
@@ -11,58 +16,85 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["LayerNorms"]
+__all__ = ["EXACT_EVERY", "LayerNorms"]
 
-
-def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """The L2 norm of each tensor, stacked into one float32 vector (no host sync)."""
-    return torch.stack([n.float() for n in torch._foreach_norm(tensors)])
+EXACT_EVERY = 64
 
 
 class LayerNorms:
     """Gradient, weight, update and distance norms of each trainable parameter tensor.
 
-    The pre-step weights are copied into one preallocated buffer set, on measured steps
-    only; the update is ``w_after - w_before`` of that step, the distance ``w - w_init``.
-
     Args:
-        named: ``(name, parameter)`` pairs of the trainable parameters.
-        snapshots: Keep the buffers for updates and distances (False: gradients only).
+        params: The trainable parameters.
+        initial: Keep the initial weights and a distance buffer (for distances).
+        buffers: Allocate the snapshot buffers (for updates).
     """
 
-    def __init__(self, named: list[tuple[str, nn.Parameter]], snapshots: bool) -> None:
-        self.names = [n for n, _ in named]
-        self.params = [p for _, p in named]
+    def __init__(self, params: list[nn.Parameter], initial: bool, buffers: bool) -> None:
+        self.params = params
         with torch.no_grad():
-            self.initial = [p.detach().clone() for p in self.params] if snapshots else []
-            self.buffers = [torch.empty_like(p) for p in self.params] if snapshots else []
+            self.buffers = [torch.empty_like(p) for p in params] if buffers else []
+            self.initial = [p.detach().clone() for p in params] if initial else []
+            self.distance = [torch.zeros_like(p) for p in params] if initial else []
+        self.distance_at = 0  # the step whose weights the distance buffers hold
 
-    def grad_norms(self) -> torch.Tensor:
-        """Norm of each parameter's gradient (0 for a parameter without one)."""
-        grads = [p.grad for p in self.params if p.grad is not None]
-        if len(grads) == len(self.params):
-            return _norms(grads)
-        out = torch.zeros(len(self.params), device=self.params[0].device)
-        have = [i for i, p in enumerate(self.params) if p.grad is not None]
-        if have:
-            out[have] = _norms(grads).to(out.device)
-        return out
-
-    @torch.no_grad()
-    def snapshot(self) -> torch.Tensor:
-        """Copy the current weights into the buffers; returns their norms."""
-        torch._foreach_copy_(self.buffers, [p.detach() for p in self.params])
-        return _norms(self.buffers)
+    def grads(self) -> list[torch.Tensor] | None:
+        """References to the current gradients (zeros where a parameter has none), or None
+        when no parameter has a gradient. Holding them keeps their values past
+        ``zero_grad(set_to_none=True)``; optimizers read gradients, never write them."""
+        grads = [p.grad for p in self.params]
+        if all(g is not None for g in grads):
+            return grads  # type: ignore[return-value]
+        if all(g is None for g in grads):
+            return None
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads)]
 
     @torch.no_grad()
-    def update_norms(self) -> torch.Tensor:
-        """Norm of ``w - snapshot`` per tensor (the buffers are overwritten)."""
-        torch._foreach_sub_(self.buffers, [p.detach() for p in self.params])
-        return _norms(self.buffers)
+    def snapshot(self) -> None:
+        """Copy the current weights into the snapshot buffers."""
+        torch._foreach_copy_(self.buffers, self.params)
 
     @torch.no_grad()
-    def distances(self) -> torch.Tensor:
-        """Norm of ``w - w_init`` per tensor (the buffers are overwritten)."""
-        torch._foreach_copy_(self.buffers, [p.detach() for p in self.params])
-        torch._foreach_sub_(self.buffers, self.initial)
-        return _norms(self.buffers)
+    def norms(
+        self,
+        step: int,
+        grads: list[torch.Tensor] | None,
+        weights: bool,
+        update: bool,
+        distance: bool,
+    ) -> list[torch.Tensor]:
+        """0-d norms, in this order: gradients, weights, ``w - snapshot``, ``w - w_init``
+        (each set present when asked for), from one foreach kernel. The snapshot buffers
+        are overwritten by the update (``w_before - w_after``)."""
+        tensors: list[torch.Tensor] = []
+        if grads is not None:
+            tensors += grads
+        if weights:
+            tensors += self.params
+        if update:
+            torch._foreach_sub_(self.buffers, self.params)
+            tensors += self.buffers
+        if distance:
+            self._move_distance(step, update)
+            tensors += self.distance
+        return list(torch._foreach_norm(tensors)) if tensors else []
+
+    def _move_distance(self, step: int, update: bool) -> None:
+        if update and self.distance_at == step - 1 and step % EXACT_EVERY:
+            # D_t = D_{t-1} + (w_t - w_{t-1}); the snapshot buffers hold w_{t-1} - w_t.
+            torch._foreach_sub_(self.distance, self.buffers)
+        else:
+            torch._foreach_copy_(self.distance, self.params)
+            torch._foreach_sub_(self.distance, self.initial)
+        self.distance_at = step
+
+    def state_dict(self) -> dict:
+        return {"initial": [t.clone() for t in self.initial],
+                "distance": [t.clone() for t in self.distance],
+                "distance_at": self.distance_at}  # fmt: skip
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        for mine, saved in zip(self.initial + self.distance, state["initial"] + state["distance"]):
+            mine.copy_(saved)
+        self.distance_at = int(state["distance_at"])

@@ -29,13 +29,20 @@ from torch.func import grad
 
 from optiscope.batch_loss import BatchLoss
 
-__all__ = ["DDPNoise", "MicroBatchNoise", "NoiseEMA", "noise_estimates", "split_gradient_norms"]
+__all__ = [
+    "DDPNoise",
+    "MicroBatchNoise",
+    "NoiseEMA",
+    "micro_estimate",
+    "noise_estimates",
+    "split_gradient_norms",
+]
 
 
-def noise_estimates(
-    small_sq: torch.Tensor, big_sq: torch.Tensor, b_small: float, b_big: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def noise_estimates(small_sq: Any, big_sq: Any, b_small: float, b_big: float) -> tuple[Any, Any]:
     """McCandlish et al.'s unbiased ``(|G|^2, tr(Sigma))`` from the two squared norms.
+
+    Works on floats and on tensors alike.
 
     Example:
         >>> import torch
@@ -49,33 +56,40 @@ def noise_estimates(
 
 
 class NoiseEMA:
-    """Bias-corrected moving averages of ``|G|^2`` and ``tr(Sigma)``, on the device."""
+    """Bias-corrected moving averages of ``|G|^2`` and ``tr(Sigma)`` (host floats).
+
+    Folded in at log points from the copied estimates, in step order, so the device
+    never waits and a checkpoint holds three numbers.
+    """
 
     def __init__(self, smoothing: float) -> None:
         self.smoothing = smoothing
-        self.g2: torch.Tensor | None = None
-        self.trace: torch.Tensor | None = None
+        self.g2 = 0.0
+        self.trace = 0.0
         self.count = 0
 
-    def update(self, g2: torch.Tensor, trace: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Fold in one estimate; returns smoothed ``(noise_scale, |G|^2, tr(Sigma))``."""
+    def update(self, g2: float, trace: float) -> dict[str, float]:
+        """Fold in one estimate; the smoothed noise scale and its parts."""
         beta = self.smoothing
-        g2, trace = g2.detach().float(), trace.detach().float()
-        if self.g2 is None or self.trace is None:
-            self.g2, self.trace = (1 - beta) * g2, (1 - beta) * trace
-        else:
-            self.g2 = beta * self.g2 + (1 - beta) * g2
-            self.trace = beta * self.trace + (1 - beta) * trace
+        self.g2 = beta * self.g2 + (1 - beta) * g2
+        self.trace = beta * self.trace + (1 - beta) * trace
         self.count += 1
         debias = 1 - beta**self.count
         g2_s, trace_s = self.g2 / debias, self.trace / debias
-        return trace_s / g2_s, g2_s, trace_s
+        scale = trace_s / g2_s if g2_s != 0 else float("nan")
+        return {
+            "noise_scale": scale,
+            "critical_batch_size": scale,
+            "noise_scale/grad_sq": g2_s,
+            "noise_scale/trace": trace_s,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return {"g2": self.g2, "trace": self.trace, "count": self.count}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.g2, self.trace, self.count = state["g2"], state["trace"], int(state["count"])
+        self.g2, self.trace = float(state["g2"]), float(state["trace"])
+        self.count = int(state["count"])
 
 
 class MicroBatchNoise:
@@ -85,57 +99,55 @@ class MicroBatchNoise:
     contribution is ``d_i = A_i - A_{i-1}``. With the loss divided by the ``k``
     micro-batches of the step (and multiplied by a GradScaler scale ``s``), micro-batch
     ``i``'s own mean-loss gradient is ``g_i = k d_i / s``, the small-batch estimate is the
-    mean of ``|g_i|^2`` and the big one ``|A_k / s|^2``. Costs per micro-batch of a
-    measured step: one subtraction, one norm and one copy over the gradients; memory for
-    one copy of them.
+    mean of ``|g_i|^2`` and the big one ``|A_k / s|^2`` (read before any clipping). Costs
+    per micro-batch of a measured step: one subtraction, one foreach norm and one copy
+    over the gradients; memory for one copy of them.
     """
 
     def __init__(self, params: list[nn.Parameter]) -> None:
         self.params = params
         self.prev: list[torch.Tensor] | None = None
-        self.reset()
+        self.norms: list[torch.Tensor] = []  # per-layer |d_i| of every micro-batch
+        self.count = 0
 
     def reset(self) -> None:
-        self.sq: list[torch.Tensor] = []
-        self.sizes: list[int] = []
-        self.started = False
+        self.norms = []
+        self.count = 0
 
     @torch.no_grad()
-    def after_backward(self, batch_size: int, scale: torch.Tensor | float | None) -> None:
-        grads = [p.grad if p.grad is not None else None for p in self.params]
+    def after_backward(self) -> None:
+        grads = [p.grad for p in self.params]
         if any(g is None for g in grads):
             raise ValueError(
                 "noise_source='micro_batches' needs a gradient for every trainable "
                 "parameter after each backward (a parameter got no .grad)"
             )
         if self.prev is None:
-            self.prev = [torch.zeros_like(g) for g in grads]  # type: ignore[arg-type]
-        if not self.started:
-            sq = torch.stack([n.float() for n in torch._foreach_norm(grads)]).square().sum()
-            self.started = True
+            self.prev = [torch.empty_like(g) for g in grads]  # type: ignore[arg-type]
+        if self.count == 0:
+            self.norms += torch._foreach_norm(grads)  # type: ignore[arg-type]
         else:
             torch._foreach_sub_(self.prev, grads)  # prev <- A_{i-1} - A_i = -d_i
-            sq = torch.stack([n.float() for n in torch._foreach_norm(self.prev)]).square().sum()
-        torch._foreach_copy_(self.prev, grads)
-        if scale is not None:
-            sq = sq / torch.as_tensor(scale, device=sq.device, dtype=sq.dtype).square()
-        self.sq.append(sq)
-        self.sizes.append(batch_size)
+            self.norms += torch._foreach_norm(self.prev)
+        torch._foreach_copy_(self.prev, grads)  # type: ignore[arg-type]
+        self.count += 1
 
     @torch.no_grad()
-    def norms(
-        self, scale: torch.Tensor | float | None
-    ) -> tuple[torch.Tensor, torch.Tensor, float, float] | None:
-        """``(|G_s|^2, |G_b|^2, B_s, B_b)`` of the finished step, or None for one micro-batch."""
-        k = len(self.sq)
-        if k < 2 or self.prev is None:
-            return None
-        small = torch.stack(self.sq).mean() * (k * k)
-        big = torch.stack([n.float() for n in torch._foreach_norm(self.prev)]).square().sum()
-        if scale is not None:
-            big = big / torch.as_tensor(scale, device=big.device, dtype=big.dtype).square()
-        total = float(sum(self.sizes))
-        return small, big, total / k, total
+    def big_norms(self) -> list[torch.Tensor]:
+        """Per-layer norms of the accumulated gradient ``A_k`` (before unscaling/clipping)."""
+        assert self.prev is not None
+        return list(torch._foreach_norm(self.prev))
+
+
+def micro_estimate(
+    d_norms: list[float], a_norms: list[float], k: int, total: float, scale: float
+) -> tuple[float, float, float, float]:
+    """``(|G_s|^2, |G_b|^2, B_s, B_b)`` from the copied per-layer norms of one step."""
+    L = len(a_norms)
+    per_micro = [sum(x * x for x in d_norms[i * L : (i + 1) * L]) for i in range(k)]
+    small = k * k * sum(per_micro) / k / (scale * scale)
+    big = sum(x * x for x in a_norms) / (scale * scale)
+    return small, big, total / k, total
 
 
 class DDPNoise:
@@ -149,10 +161,9 @@ class DDPNoise:
     the model already has is replaced (DDP allows one).
     """
 
-    def __init__(self, ddp_model: nn.Module, world_size: int) -> None:
+    def __init__(self, ddp_model: nn.Module) -> None:
         from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-        self.world_size = world_size
         self.local_sq: torch.Tensor | None = None
         self.fired = False
 
