@@ -185,7 +185,8 @@ def measured(tmp_path_factory):
     root = tmp_path_factory.mktemp("inst")
     extra = (
         '[instruments]\nenabled = true\nquantities = ["loss", "grad_norm", "layers", '
-        '"distance", "noise_scale", "sharpness"]\nsharpness_every = 4\nprobe_batch_size = 200\n'
+        '"distance", "noise_scale", "sharpness", "grad_tests"]\nsharpness_every = 4\n'
+        "grad_tests_every = 6\nprobe_batch_size = 200\n"
     )
     text = SMALL.replace("[train]\nepochs = 1", "[train]\nepochs = 1\ngrad_accum_steps = 2")
     text = text.replace("batch_size = 120", "batch_size = 60")
@@ -254,6 +255,15 @@ def test_the_report_shows_the_figures_with_captions_and_the_summary_rows(measure
     page = (run / "report.html").read_text(encoding="utf-8")
     assert "<th>Sharpness vs its threshold (final)</th>" in page
     assert "<th>Final distance from init</th>" in page
+    assert "<th>Gradient tests (final): norm, inner product, orthogonality, GSNR</th>" in page
+
+
+def test_gradient_tests_run_at_their_own_interval(measured) -> None:
+    _, result, saved = measured
+    h = saved["history"]
+    for key in ("norm_test", "inner_product_test", "orthogonality_test", "gsnr"):
+        assert [s for s, _ in h[f"grad_tests/{key}"]] == [6, 12], key
+    assert result.summary["final norm test"] == h["grad_tests/norm_test"][-1][1]
 
 
 def test_without_instruments_the_report_has_none_of_their_figures(tmp_path) -> None:

@@ -220,6 +220,10 @@ def dynamics_numbers(history: History, hvp_counts: list[int]) -> dict[str, Any]:
         ("final gradient noise scale", "noise_scale"),
         ("final critical batch size", "critical_batch_size"),
         ("final distance from init", "distance"),
+        ("final norm test", "grad_tests/norm_test"),
+        ("final inner-product test", "grad_tests/inner_product_test"),
+        ("final orthogonality test", "grad_tests/orthogonality_test"),
+        ("final gradient signal-to-noise ratio", "grad_tests/gsnr"),
     ):
         value = _last(history, key)
         if value is not None:
@@ -263,7 +267,9 @@ def _noise_caption(cfg: Config, history: History) -> str:
         "critical batch size it implies, and the batch size this run used"
         + (f" ({used:g})" if used is not None and math.isfinite(used) else "")
         + ". Below the critical batch size a larger batch saves steps almost one for one; "
-        "well above it, extra samples buy little. It usually grows as the loss falls"
+        "well above it, extra samples buy little. It usually grows as the loss falls; the "
+        "two-batch estimate is noisy and can dip below zero where |G|^2 is tiny, so read "
+        "the trend"
         + (f"; latest estimate {crit:.3g}." if crit is not None and math.isfinite(crit) else ".")
     )
 

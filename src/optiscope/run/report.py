@@ -221,6 +221,14 @@ def _instrument_rows(n: dict[str, Any]) -> dict[str, str]:
     for label in ("final distance from init", "HVPs per sharpness measurement (median)"):
         if n.get(label) is not None:
             rows[label[0].upper() + label[1:]] = _fmt(n[label])
+    tests = ("norm test", "inner-product test", "orthogonality test",
+             "gradient signal-to-noise ratio")  # fmt: skip
+    if any(n.get(f"final {t}") is not None for t in tests):
+        # Cockpit's gradient tests (Bollapragada et al. 2018; Byrd et al. 2012): values
+        # above 1 say the batch is too small for the gradient's direction to be trusted.
+        rows["Gradient tests (final): norm, inner product, orthogonality, GSNR"] = ", ".join(
+            _fmt(n.get(f"final {t}")) for t in tests
+        )
     return rows
 
 
