@@ -1,4 +1,6 @@
-"""One rank of the 2-process gloo noise-scale test: ``python _ddp_noise_worker.py RANK WORLD INIT OUT``.
+"""One rank of the 2-process gloo noise-scale test.
+
+Run as ``python _ddp_noise_worker.py RANK WORLD INIT_FILE OUT_JSON``.
 
 Each rank trains the same model on its own shard (8 samples per step) under
 DistributedDataParallel with the instruments' DDP noise source; rank 0 writes the history.
