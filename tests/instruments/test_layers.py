@@ -105,10 +105,12 @@ def test_incremental_distance_stays_exact_over_many_steps():
     init = [p.detach().clone() for p in m.parameters()]
     inst = Instruments(m, opt, ["distance"])
     direct = []
-    run_loop(m, opt, [(X, y)] * 150, inst,
-             hook=lambda s: direct.append(
-                 math.sqrt(sum(float((p.detach() - q).pow(2).sum()) for p, q in zip(m.parameters(), init)))
-             ))  # fmt: skip
+
+    def record(_step):
+        pairs = zip(m.parameters(), init)
+        direct.append(math.sqrt(sum(float((p.detach() - q).pow(2).sum()) for p, q in pairs)))
+
+    run_loop(m, opt, [(X, y)] * 150, inst, hook=record)
     inst.flush()
     got = [v for _, v in inst.history["distance"]]
     assert got == pytest.approx(direct, rel=1e-5)
