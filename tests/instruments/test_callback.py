@@ -171,3 +171,19 @@ def test_bad_arguments_fail_at_construction():
         InstrumentsCallback(quantities=["sharpnes"])
     with pytest.raises(TypeError, match="model"):
         InstrumentsCallback(model=torch.nn.Linear(1, 1))
+
+
+def test_grad_scaler_scale_is_taken_out():
+    """16-mixed (autocast fp16 + GradScaler, here on the CPU): same noise scale as fp32."""
+    histories = {}
+    for precision in ("32", "16-mixed"):
+        model, X, y = _problem(n=64, dropout=0.0)
+        cb = InstrumentsCallback(quantities=["grad_norm", "noise_scale"])
+        t = _trainer(model, [cb], accum=2, sgd=True, precision=precision)
+        t.train(DataLoader(TensorDataset(X, y), batch_size=8), None, 1, max_grad_norm=None)
+        histories[precision] = cb.history
+    assert t.scaler is not None and t.scaler.get_scale() > 1000
+    for key in ("grad_norm", "noise_scale/grad_sq", "noise_scale/trace"):
+        fp32 = [v for _, v in histories["32"][key]]
+        fp16 = [v for _, v in histories["16-mixed"][key]]
+        assert fp16 == pytest.approx(fp32, rel=2e-2, abs=2e-3), key

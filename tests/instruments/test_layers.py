@@ -96,3 +96,36 @@ def test_values_stay_on_device_until_values(host_syncs):
     assert counts["tolist"] == 1 and sum(counts.values()) == 1  # the one copy
     assert len(inst.history["loss"]) == 8 and v["loss"] == inst.history["loss"][-1][1]
     assert isinstance(v["layers/0.weight/update_ratio"], float)
+
+
+def test_incremental_distance_stays_exact_over_many_steps():
+    X, y = data(8)
+    m = mlp()
+    opt = torch.optim.SGD(m.parameters(), lr=0.5, momentum=0.9)
+    init = [p.detach().clone() for p in m.parameters()]
+    inst = Instruments(m, opt, ["distance"])
+    direct = []
+
+    def record(_step):
+        pairs = zip(m.parameters(), init)
+        direct.append(math.sqrt(sum(float((p.detach() - q).pow(2).sum()) for p, q in pairs)))
+
+    run_loop(m, opt, [(X, y)] * 150, inst, hook=record)
+    inst.flush()
+    got = [v for _, v in inst.history["distance"]]
+    assert got == pytest.approx(direct, rel=1e-5)
+
+
+def test_noise_and_layers_without_host_sync_under_accumulation(host_syncs):
+    X, y = data(64)
+    batches = [(X[i : i + 4], y[i : i + 4]) for i in range(0, 64, 4)]
+    m = mlp()
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    inst = Instruments(
+        m, opt, ["loss", "grad_norm", "layers", "distance", "noise_scale"], accumulation_steps=4
+    )
+    with host_syncs() as counts:
+        run_loop(m, opt, batches, inst, accum=4)
+        inst.flush()
+    assert counts["tolist"] == 1 and sum(counts.values()) == 1
+    assert len(inst.history["noise_scale"]) == 4

@@ -9,13 +9,9 @@ draws the history.
 
 from optiscope.instruments._callback import InstrumentsCallback
 from optiscope.instruments._grad_tests import gradient_tests
-from optiscope.instruments._instruments import (
-    DEFAULT_QUANTITIES,
-    NOISE_SOURCES,
-    QUANTITIES,
-    Instruments,
-)
+from optiscope.instruments._instruments import Instruments
 from optiscope.instruments._noise import noise_estimates
+from optiscope.instruments._options import DEFAULT_QUANTITIES, NOISE_SOURCES, QUANTITIES
 from optiscope.instruments._sharpness import preconditioned_threshold, sharpness_threshold
 
 __all__ = [

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from optiscope.batch_loss import BatchLoss, Evaluated
-from optiscope.instruments._instruments import _PROBED, Instruments
+from optiscope.instruments._instruments import Instruments
+from optiscope.instruments._options import PROBED
 
 __all__ = ["InstrumentsCallback"]
 
@@ -92,7 +93,7 @@ class InstrumentsCallback:
         if self._pending_state is not None:
             inst.load_state_dict(self._pending_state)
             self._pending_state = None
-        needs_probe = set(inst.quantities) & set(_PROBED) or inst.noise_source == "split"
+        needs_probe = set(inst.quantities) & set(PROBED) or inst.noise_source == "split"
         if needs_probe and inst.probe_batch is None:
             self._install_capture(trainer)
 

@@ -6,56 +6,25 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from optiscope._internal.checks import check_choice, check_int, check_open_unit, check_positive
-from optiscope._internal.registry import nearest
 from optiscope.batch_loss import BatchLoss, FunctionLoss, as_batch_loss, to_device
 from optiscope.instruments._noise import NoiseEMA
+from optiscope.instruments._options import (
+    DEFAULT_QUANTITIES,
+    NOISE_SOURCES,
+    PROBED,
+    QUANTITIES,
+    check_quantities,
+    pick_noise_source,
+    world,
+)
 from optiscope.instruments._probes import Probes
 from optiscope.instruments._record import Recorder
 from optiscope.instruments._step import StepMeasure
 
 __all__ = ["DEFAULT_QUANTITIES", "NOISE_SOURCES", "QUANTITIES", "Instruments"]
-
-QUANTITIES = (
-    "loss",
-    "grad_norm",
-    "layers",
-    "distance",
-    "noise_scale",
-    "sharpness",
-    "preconditioned_sharpness",
-    "grad_tests",
-)
-DEFAULT_QUANTITIES = ("loss", "grad_norm", "layers", "distance")
-NOISE_SOURCES = ("auto", "micro_batches", "ddp", "split")
-_PROBED = ("sharpness", "preconditioned_sharpness", "grad_tests")
-
-
-def _check_quantities(quantities: Any) -> tuple[str, ...]:
-    if isinstance(quantities, str) or not isinstance(quantities, Sequence):
-        raise TypeError(f"quantities must be a list of names from {QUANTITIES}, got {quantities!r}")
-    out = []
-    for q in quantities:
-        if not isinstance(q, str):
-            raise TypeError(f"quantities must hold strings, got {type(q).__name__} {q!r}")
-        if q not in QUANTITIES:
-            raise ValueError(
-                f"unknown quantity {q!r} in quantities{nearest(q, list(QUANTITIES))}; "
-                f"known: {', '.join(QUANTITIES)}"
-            )
-        out.append(q)
-    if not out:
-        raise ValueError(f"quantities must name at least one of {QUANTITIES}")
-    return tuple(dict.fromkeys(out))
-
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 class Instruments:
@@ -63,9 +32,9 @@ class Instruments:
 
     Call :meth:`after_backward` after each (micro-batch) backward, optionally
     :meth:`before_step` after unscaling/clipping and before ``optimizer.step()``, and
-    :meth:`after_step` after it. Every value stays a device tensor until :meth:`values`
-    or :meth:`flush` copies all pending ones to the host in one transfer and appends them
-    to :attr:`history`.
+    :meth:`after_step` after it. Every value stays a device tensor until :meth:`flush`
+    (or :meth:`values`) copies all pending ones to the host in one transfer; reading
+    :attr:`history` or :meth:`values` turns them into named values.
 
     Quantities (``quantities``; the first four are the default, measured every ``every``
     optimizer steps):
@@ -73,11 +42,12 @@ class Instruments:
     - ``"loss"``: size-weighted mean of the losses passed to :meth:`after_backward`.
     - ``"grad_norm"``: global L2 norm of the gradients the optimizer steps with.
     - ``"layers"``: per parameter tensor ``layers/<name>/grad_norm``, ``weight_norm`` (the
-      pre-step weights), ``update_norm`` (``|w_after - w_before|``), ``update_ratio``
-      (update over weight norm; NaN where the weight norm is 0) and ``distance``
-      (``|w - w_init|``, Cockpit's Distance); plus the global ``update_norm`` and
-      ``update_ratio``. Costs a copy of the weights on measured steps and a few foreach
-      passes (memory: two copies of the parameters).
+      weights after the step), ``update_norm`` (``|w_after - w_before|``, Cockpit's
+      UpdateSize), ``update_ratio`` (update over weight norm; NaN where the weight norm
+      is 0) and ``distance`` (``|w - w_init|``, Cockpit's Distance); plus the global
+      ``update_norm`` and ``update_ratio``. Costs a copy of the weights on measured
+      steps, three foreach passes and one foreach norm (memory: three copies of the
+      parameters).
     - ``"distance"``: global ``|w - w_init|``.
     - ``"noise_scale"``: McCandlish et al.'s simple noise scale ``B_simple`` (smoothed),
       ``critical_batch_size`` (~ ``B_simple``), ``batch_size`` and the smoothed
@@ -174,7 +144,7 @@ class Instruments:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch Optimizer, got {type(optimizer).__name__}")
-        self.quantities = _check_quantities(quantities)
+        self.quantities = check_quantities(quantities)
         self.every = check_int("every", every, low=1)
         self.sharpness_every = check_int("sharpness_every", sharpness_every, low=1)
         self.grad_tests_every = check_int("grad_tests_every", grad_tests_every, low=1)
@@ -211,7 +181,7 @@ class Instruments:
             )
         self.names = [n for n, _ in named]
         self.device = named[0][1].device
-        self.rank, self.world_size = _world()
+        self.rank, self.world_size = world()
         wants = set(self.quantities)
         if "preconditioned_sharpness" in wants and not all(
             "betas" in g for g in optimizer.param_groups
@@ -220,11 +190,16 @@ class Instruments:
                 "quantities has 'preconditioned_sharpness', which needs an Adam-family "
                 f"optimizer (param groups with 'betas'), got {type(optimizer).__name__}"
             )
-        self.noise_source = self._pick_noise_source(
-            noise_source, wants, probe_batch, accumulation_steps, _probe_later
+        self.noise_source = pick_noise_source(
+            noise_source,
+            wants,
+            self._ddp is not None,
+            probe_batch,
+            accumulation_steps,
+            _probe_later,
         )
-        if wants & set(_PROBED) and probe_batch is None and not _probe_later:
-            needs = sorted(wants & set(_PROBED))
+        if wants & set(PROBED) and probe_batch is None and not _probe_later:
+            needs = sorted(wants & set(PROBED))
             raise ValueError(f"quantities {needs} need a probe_batch (a fixed batch to evaluate)")
         self.probe_batch: Any = None
         if probe_batch is not None:
@@ -249,37 +224,6 @@ class Instruments:
             self._measure.snapshot_for = 1
 
     # ------------------------------------------------------------------ set-up
-    def _pick_noise_source(
-        self, source: str, wants: set[str], probe: Any, accum: int | None, later: bool
-    ) -> str | None:
-        if "noise_scale" not in wants:
-            return None
-        if source == "auto":
-            if self._ddp is not None:
-                return "ddp"
-            if accum is not None and accum > 1:
-                return "micro_batches"
-            if probe is not None or later:
-                return "split"
-            raise ValueError(
-                "quantities has 'noise_scale' but no second batch size is available: "
-                "noise_source='auto' found no DistributedDataParallel model, no "
-                "accumulation_steps > 1 and no probe_batch to split; pass one of them or "
-                "noise_source='micro_batches'"
-            )
-        if source == "ddp" and self._ddp is None:
-            raise ValueError(
-                "noise_source='ddp' needs the DistributedDataParallel-wrapped model as model"
-            )
-        if source == "micro_batches" and accum == 1:
-            raise ValueError(
-                "noise_source='micro_batches' needs accumulation_steps > 1 (one micro-batch "
-                "per step gives no second batch size)"
-            )
-        if source == "split" and probe is None and not later:
-            raise ValueError("noise_source='split' needs a probe_batch to split")
-        return source
-
     def set_probe_batch(self, batch: Any) -> None:
         """Fix the batch that probes evaluate (a detached copy on the model's device).
 

@@ -167,7 +167,9 @@ class DDPNoise:
         self.local_sq: torch.Tensor | None = None
         self.fired = False
 
-        def hook(state: Any, bucket: Any) -> Any:
+        # No annotations: DDP checks them against its own classes, and postponed
+        # annotations (from __future__) would be strings.
+        def hook(state, bucket):  # noqa: ANN001, ANN202
             sq = bucket.buffer().detach().float().square().sum()
             self.local_sq = sq if self.local_sq is None else self.local_sq + sq
             self.fired = True
