@@ -32,16 +32,19 @@ EXPECTED_FIGURES = {
     "trajectory_pca.png",
     "hessian_top_direction.png",
     "instruments_sharpness.png",
+    "instruments_noise.png",
     "instruments_updates.png",
     "instruments_distance.png",
 }
 
-# The instruments in the 2-process run: per-step quantities on every rank, probes and the
-# history file on rank 0.
+# Every instrument the 2-process run can have: per-step quantities on every rank, the
+# noise scale from each rank's gradient against the all-reduced one (noise_source =
+# "auto" finds DDP), probes and the history file on rank 0.
 INSTRUMENTS = """
 [instruments]
 enabled = true
-quantities = ["loss", "grad_norm", "layers", "distance", "sharpness", "preconditioned_sharpness"]
+quantities = ["loss", "grad_norm", "layers", "distance", "noise_scale", "sharpness",
+              "preconditioned_sharpness"]
 sharpness_every = 4
 """
 
@@ -110,7 +113,7 @@ def test_train_writes_the_whole_run_directory(trained) -> None:
     assert "LinearWarmup" in summary["schedule"] and "NormClip" in summary["clipping"]
 
 
-def test_rank_0_writes_the_instruments_history(trained) -> None:
+def test_rank_0_writes_the_instruments_history_with_the_ddp_noise_scale(trained) -> None:
     assert trained.proc.returncode == 0, trained.proc.stderr[-3000:]
     run = trained.run_dir
     h = json.loads((run / "instruments.json").read_text())["history"]
@@ -121,6 +124,9 @@ def test_rank_0_writes_the_instruments_history(trained) -> None:
     ref = torch.cat([(final[k] - v).flatten() for k, v in init.items()]).norm().item()
     assert h["distance"][-1] == [n, pytest.approx(ref, rel=1e-5)]
     assert [s for s, _ in h["loss"]] == list(range(1, n + 1))
+    # The large batch is both ranks' 128 (the last of each epoch: 2 x 79 of 719 per rank).
+    assert [v for _, v in h["batch_size"]] == ([256.0] * 5 + [158.0]) * 3
+    assert len(h["noise_scale"]) == n and all(math.isfinite(v) for _, v in h["noise_scale"])
     assert [s for s, _ in h["sharpness"]] == list(range(4, n + 1, 4))
     assert [s for s, _ in h["preconditioned_sharpness"]] == list(range(4, n + 1, 4))
     summary = json.loads((run / "summary.json").read_text())
@@ -351,7 +357,7 @@ def test_demo_quick_run_prints_the_report_path(cli, tmp_path) -> None:
     assert proc.stdout.strip().splitlines()[-1] == f"report: {report}"
     figures = {p.name for p in (tmp_path / "smoke" / "figures").iterdir()}
     # The demo accumulates two micro-batches, which the noise scale reads.
-    assert EXPECTED_FIGURES | {"instruments_noise.png"} <= figures
+    assert EXPECTED_FIGURES <= figures
     summary = json.loads((tmp_path / "smoke" / "summary.json").read_text())
     assert summary["final critical batch size"] is not None
     assert summary["epochs"] == 2 and "WarmupCosineSchedule" in summary["schedule"]
