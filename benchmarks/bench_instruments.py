@@ -178,7 +178,7 @@ def _optiscope_loop(net: Network, tier: str, every: int) -> Loop:
     return Loop(model, opt, itertools.cycle(net.batches), ACCUM if tier != "a" else 1, inst)
 
 
-def _cockpit_loop(net: Network, tier: str, every: int) -> Loop | None:
+def _cockpit_loop(net: Network, tier: str, every: int, parameters: bool = True) -> Loop | None:
     try:
         from backpack import extend
         from cockpit import Cockpit, quantities
@@ -189,7 +189,10 @@ def _cockpit_loop(net: Network, tier: str, every: int) -> Loop | None:
     model = extend(model)
     s = schedules.linear(every)
     q = [quantities.GradNorm(s), quantities.Distance(s), quantities.UpdateSize(s),
-         quantities.Loss(s), quantities.Parameters(s)]  # fmt: skip
+         quantities.Loss(s)]  # fmt: skip
+    if parameters:
+        # Parameters keeps every weight as a Python list at each tracked step.
+        q.append(quantities.Parameters(s))
     if tier != "a":
         q += [quantities.NormTest(s), quantities.InnerTest(s), quantities.OrthoTest(s)]
     if tier == "c":
@@ -210,7 +213,7 @@ def _fmt(r: float | None) -> str:
     return "n/a" if r is None else f"{r:.2f}x"
 
 
-def bench_network(net: Network, repeats: int) -> list[tuple[str, int, Any, Any, Any, Any]]:
+def bench_network(net: Network, repeats: int) -> list[tuple]:
     base = Loop(*_fresh(net), itertools.cycle(net.batches))
     base_acc = Loop(*_fresh(net), itertools.cycle(net.batches), ACCUM)
     configs: list[tuple[str, int, str, Loop | None]] = []
@@ -218,6 +221,8 @@ def bench_network(net: Network, repeats: int) -> list[tuple[str, int, Any, Any, 
         for k in net.intervals:
             configs.append((tier, k, "optiscope", _optiscope_loop(net, tier, k)))
             configs.append((tier, k, "cockpit", _cockpit_loop(net, tier, k)))
+            if tier == "a":
+                configs.append((tier, k, "cockpit-np", _cockpit_loop(net, tier, k, False)))
     loops = [c[3] for c in configs if c[3] is not None]
     # Warm-up: first calls and the allocator; tier c runs 16 steps so that its first
     # (cold) sharpness measurement is behind it and the timed ones are warm-started.
@@ -232,15 +237,17 @@ def bench_network(net: Network, repeats: int) -> list[tuple[str, int, Any, Any, 
         for loop in order[k:] + order[:k]:
             loop.window(net.window)
     rows = []
+    found = {c[:3]: c[3] for c in configs}
     for tier, k, who, loop in configs:
         if who != "optiscope":
             continue
         ref = base_acc if tier != "a" else base
-        ck = next(c[3] for c in configs if c[:3] == (tier, k, "cockpit"))
+        ck, np_ = found[(tier, k, "cockpit")], found.get((tier, k, "cockpit-np"))
         rows.append((
             tier, k,
             _median_ratio(loop, ref, "times"), _median_ratio(loop, ref, "cpu"),
             _median_ratio(ck, base, "times"), _median_ratio(ck, base, "cpu"),
+            _median_ratio(np_, base, "cpu") if np_ is not None else None,
         ))  # fmt: skip
     sharp = [c[3] for c in configs if c[0] == "c" and c[2] == "optiscope"]
     _hvp_line(net, sharp)
@@ -294,20 +301,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     header = (
         f"{'network':<12}{'tier':>5}{'every':>6}{'optiscope wall':>16}{'cpu':>7}"
-        f"{'cockpit wall':>14}{'cpu':>7}"
+        f"{'cockpit wall':>14}{'cpu':>7}{'cockpit w/o Parameters cpu':>28}"
     )
     for net in _networks(full):
         print(f"\n{net.name}: {net.window} steps per window")
         rows = bench_network(net, repeats)
         print(header)
-        for tier, k, ow, oc, cw, cc in rows:
+        for tier, k, ow, oc, cw, cc, npc in rows:
             print(
                 f"{net.name:<12}{tier:>5}{k:>6}{_fmt(ow):>16}{_fmt(oc):>7}"
-                f"{_fmt(cw):>14}{_fmt(cc):>7}"
+                f"{_fmt(cw):>14}{_fmt(cc):>7}{_fmt(npc) if tier == 'a' else '':>28}"
             )
     print(
         "\ntiers: a = loss, grad norm, per-layer norms and update ratios, distance "
-        "(Cockpit: GradNorm, Distance, UpdateSize, Loss, Parameters); b = a + noise scale "
+        "(Cockpit: GradNorm, Distance, UpdateSize, Loss, Parameters, and without Parameters, "
+        "which copies every weight to a Python list); b = a + noise scale "
         "from 2 micro-batches (Cockpit: + NormTest, InnerTest, OrthoTest on the batch); "
         "c = b + sharpness every 16 steps (Cockpit: + HessMaxEV every 16)."
     )
