@@ -74,7 +74,7 @@ quantities = ["loss", "grad_norm", "layers", "distance", "noise_scale", "sharpne
               "preconditioned_sharpness"]
 every = 1
 sharpness_every = 16
-probe_batch_size = 256
+probe_batch_size = 128
 """
 
 
