@@ -1,6 +1,7 @@
 """One rank of the 2-process gloo noise-scale test.
 
-Run as ``python _ddp_noise_worker.py RANK WORLD INIT_FILE OUT_JSON``.
+Run as ``python _ddp_noise_worker.py RANK WORLD INIT_FILE OUT_JSON [trainer]``; with
+``trainer`` the same runs through AdvancedTrainer and InstrumentsCallback instead.
 
 Each rank trains the same model on its own shard (8 samples per step) under
 DistributedDataParallel with the instruments' DDP noise source; rank 0 writes the history.
@@ -37,6 +38,8 @@ def shard(X, y, step, rank):
 def main() -> None:
     rank, world, init, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+    if len(sys.argv) > 5:
+        return trainer_run(rank, out)
     model, X, y = problem()
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.3)
@@ -54,6 +57,24 @@ def main() -> None:
     inst.flush()
     if rank == 0:
         json.dump(inst.history, open(out, "w"))
+    dist.destroy_process_group()
+
+
+def trainer_run(rank: int, out: str) -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from optiscope import AdvancedTrainer, InstrumentsCallback
+
+    model, X, y = problem()
+    cb = InstrumentsCallback(quantities=["grad_norm", "noise_scale", "sharpness"],
+                             sharpness_every=2)  # fmt: skip
+    t = AdvancedTrainer(model, torch.optim.SGD(model.parameters(), lr=0.3),
+                        torch.nn.CrossEntropyLoss(), verbose=False, progress_bar=False,
+                        callbacks=[cb], log_interval=2)  # fmt: skip
+    t.train(DataLoader(TensorDataset(X, y), batch_size=LOCAL), None, 1, max_grad_norm=None)
+    record = {"source": cb.instruments.noise_source, "history": cb.history,
+              "trainer_grad_norms": list(t.grad_norms)}  # fmt: skip
+    json.dump(record, open(f"{out}.rank{rank}", "w"))
     dist.destroy_process_group()
 
 

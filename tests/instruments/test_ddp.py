@@ -18,21 +18,26 @@ WORKER = Path(__file__).with_name("_ddp_noise_worker.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_ddp_noise_scale_matches_brute_force(tmp_path):
-    out = tmp_path / "history.json"
+def _run(tmp_path, out, *extra):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    init = tmp_path / f"init{len(extra)}"
     procs = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), str(r), "2", str(tmp_path / "init"), str(out)],
+            [sys.executable, str(WORKER), str(r), "2", str(init), str(out), *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
-        )  # fmt: skip
+        )
         for r in range(2)
     ]
     for p in procs:
         _, err = p.communicate(timeout=240)
         assert p.returncode == 0, err.decode()[-3000:]
+
+
+def test_ddp_noise_scale_matches_brute_force(tmp_path):
+    out = tmp_path / "history.json"
+    _run(tmp_path, out)
     history = json.load(open(out))
 
     sys.path.insert(0, str(WORKER.parent))
@@ -67,3 +72,17 @@ def test_ddp_noise_scale_matches_brute_force(tmp_path):
         assert gn == pytest.approx(gn_ref, rel=1e-5)  # the all-reduced gradient
         assert ns == pytest.approx(ns_ref, rel=1e-4)
     assert history["batch_size"][-1][1] == 2 * LOCAL
+
+
+def test_callback_under_ddp_uses_the_comm_hook_and_probes_on_rank_0(tmp_path):
+    out = tmp_path / "trainer.json"
+    _run(tmp_path, out, "trainer")
+    ranks = [json.load(open(f"{out}.rank{r}")) for r in range(2)]
+    for r in ranks:
+        assert r["source"] == "ddp"
+        # The instruments' all-reduced gradient norm is the trainer's own.
+        got = [v for _, v in r["history"]["grad_norm"]]
+        assert got == pytest.approx(r["trainer_grad_norms"], rel=1e-5)
+        assert r["history"]["batch_size"][0][1] == 16.0
+    assert [s for s, _ in ranks[0]["history"]["sharpness"]] == [2, 4]
+    assert "sharpness" not in ranks[1]["history"]  # probes run on rank 0 only

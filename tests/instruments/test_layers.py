@@ -129,3 +129,18 @@ def test_noise_and_layers_without_host_sync_under_accumulation(host_syncs):
         inst.flush()
     assert counts["tolist"] == 1 and sum(counts.values()) == 1
     assert len(inst.history["noise_scale"]) == 4
+
+
+def test_grad_norms_are_read_at_before_step():
+    """Zeroing the gradients in place before after_step() does not change what was read."""
+    X, y = data(8)
+    m = mlp()
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    inst = Instruments(m, opt, ["grad_norm"])
+    F.cross_entropy(m(X), y).backward()
+    expected = torch.nn.utils.clip_grad_norm_(m.parameters(), float("inf")).item()
+    inst.before_step()
+    opt.step()
+    opt.zero_grad(set_to_none=False)
+    inst.after_step()
+    assert inst.values()["grad_norm"] == pytest.approx(expected, rel=1e-6)

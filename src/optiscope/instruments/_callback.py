@@ -86,9 +86,10 @@ class InstrumentsCallback:
             if "loss_fn" not in kwargs and "batch_loss" not in kwargs:
                 kwargs["batch_loss"] = trainer.batch_loss
             kwargs.setdefault("accumulation_steps", trainer.config.grad_accum_steps)
+            # Under torch.distributed the trainer trains its DDP wrapper (``_net``); the
+            # instruments unwrap it and hook its all-reduce for the noise scale.
             net = getattr(trainer, "_net", trainer.model)
-            model = net if net is not trainer.model else trainer.model
-            self.instruments = Instruments(model, trainer.optimizer, **kwargs, _probe_later=True)
+            self.instruments = Instruments(net, trainer.optimizer, **kwargs, _probe_later=True)
         inst = self.instruments
         if self._pending_state is not None:
             inst.load_state_dict(self._pending_state)

@@ -93,7 +93,8 @@ class Instruments:
         split: Pieces of the probe batch for ``noise_source="split"`` (>= 2).
         smoothing: EMA factor for the noise scale's numerator and denominator, in (0, 1).
         sharpness_iters: Lanczos steps per measurement at most (>= 1).
-        sharpness_tol: Relative residual at which Lanczos stops (> 0).
+        sharpness_tol: Lanczos stops when the top Ritz value changes by at most this
+            (relative) between steps, or its residual is that small (> 0).
         accumulation_steps: Micro-batches per optimizer step, if known (for ``"auto"``).
         seed: Seeds the first Lanczos start vector (the global RNG is never used).
 

@@ -1,9 +1,10 @@
 """Per-parameter-tensor norms with torch's foreach kernels: gradients, weights, updates.
 
 A measured step costs one ``_foreach_copy_`` (the pre-step snapshot, into buffers
-allocated once), one in-place ``_foreach_sub_`` (the update), one more subtraction
-(the distance from the initial weights, moved by the update) and a single
-``_foreach_norm`` over every tensor set at once, and never copies a value to the host.
+allocated once), one in-place ``_foreach_sub_`` (the update), one more subtraction (the
+distance from the initial weights, moved by the update), a foreach norm of the gradients
+(when they are read) and one more over the weight, update and distance sets together,
+and never copies a value to the host.
 Memory: three copies of the weights (initial, snapshot, distance).
 
 The distance is kept incrementally (``D += update``) while every step is measured, and
@@ -38,16 +39,18 @@ class LayerNorms:
             self.distance = [torch.zeros_like(p) for p in params] if initial else []
         self.distance_at = 0  # the step whose weights the distance buffers hold
 
-    def grads(self) -> list[torch.Tensor] | None:
-        """References to the current gradients (zeros where a parameter has none), or None
-        when no parameter has a gradient. Holding them keeps their values past
-        ``zero_grad(set_to_none=True)``; optimizers read gradients, never write them."""
+    @torch.no_grad()
+    def grad_norms(self) -> list[torch.Tensor] | None:
+        """0-d norms of the current gradients (0 where a parameter has none), read now so
+        that ``zero_grad`` or an optimizer writing ``.grad`` cannot change them; None when
+        no parameter has a gradient."""
         grads = [p.grad for p in self.params]
-        if all(g is not None for g in grads):
-            return grads  # type: ignore[return-value]
         if all(g is None for g in grads):
             return None
-        return [torch.zeros_like(p) if g is None else g for p, g in zip(self.params, grads)]
+        have = [g for g in grads if g is not None]
+        norms = iter(torch._foreach_norm(have))
+        zero = torch.zeros((), device=self.params[0].device)
+        return [zero if g is None else next(norms) for g in grads]
 
     @torch.no_grad()
     def snapshot(self) -> None:
@@ -55,20 +58,11 @@ class LayerNorms:
         torch._foreach_copy_(self.buffers, self.params)
 
     @torch.no_grad()
-    def norms(
-        self,
-        step: int,
-        grads: list[torch.Tensor] | None,
-        weights: bool,
-        update: bool,
-        distance: bool,
-    ) -> list[torch.Tensor]:
-        """0-d norms, in this order: gradients, weights, ``w - snapshot``, ``w - w_init``
-        (each set present when asked for), from one foreach kernel. The snapshot buffers
-        are overwritten by the update (``w_before - w_after``)."""
+    def norms(self, step: int, weights: bool, update: bool, distance: bool) -> list[torch.Tensor]:
+        """0-d norms, in this order: weights, ``w - snapshot``, ``w - w_init`` (each set
+        present when asked for), from one foreach kernel. The snapshot buffers are
+        overwritten by the update (``w_before - w_after``)."""
         tensors: list[torch.Tensor] = []
-        if grads is not None:
-            tensors += grads
         if weights:
             tensors += self.params
         if update:

@@ -118,7 +118,7 @@ class StepMeasure:
             return
         self.measured_before = True
         if self.want_grads:
-            self.grads = self.layers.grads()
+            self.grads = self.layers.grad_norms()
         if snapshot and self.want_layers:
             self.layers.snapshot()
         if self.micro is not None and self.micro.count >= 2:
@@ -128,7 +128,7 @@ class StepMeasure:
         """Stack this step's device values into one tensor and queue it with its layout."""
         update = self.want_layers and self.snapshot_for == step
         grads = self.grads if self.want_grads else None
-        parts = self.layers.norms(step, grads, self.want_layers, update, self.snapshots)
+        parts = (grads or []) + self.layers.norms(step, self.want_layers, update, self.snapshots)
         n_loss = len(self.losses)
         parts = self.losses + parts
         noise: tuple | None = None
