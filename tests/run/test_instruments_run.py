@@ -224,7 +224,9 @@ def test_distance_and_sharpness_match_references_from_the_run_directory(measured
         return torch.nn.functional.cross_entropy(out, y)
 
     exact = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, flat0.double()))
-    assert h["sharpness"][-1][1] == pytest.approx(exact[-1].item(), rel=1e-3)
+    # Lanczos stops at the instruments' default tolerance (1e-3 on the settling Ritz value);
+    # a wrong probe batch or wrong weights would be off by far more than this.
+    assert h["sharpness"][-1][1] == pytest.approx(exact[-1].item(), rel=5e-3)
     assert all(v == pytest.approx(2 / 0.05) for _, v in h["sharpness_threshold"])
     assert len(saved["hvp_counts"]) == 3 and all(c >= 1 for c in saved["hvp_counts"])
 
