@@ -1,7 +1,7 @@
 """One rank of the 2-process gloo noise-scale test.
 
-Run as ``python _ddp_noise_worker.py RANK WORLD INIT_FILE OUT_JSON [trainer]``; with
-``trainer`` the same runs through AdvancedTrainer and InstrumentsCallback instead.
+Run as ``python _ddp_noise_worker.py RANK WORLD INIT_FILE OUT_JSON``; then the same
+runs again through AdvancedTrainer and InstrumentsCallback (``OUT_JSON.rank<r>``).
 
 Each rank trains the same model on its own shard (8 samples per step) under
 DistributedDataParallel with the instruments' DDP noise source; rank 0 writes the history.
@@ -38,8 +38,6 @@ def shard(X, y, step, rank):
 def main() -> None:
     rank, world, init, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
-    if len(sys.argv) > 5:
-        return trainer_run(rank, out)
     model, X, y = problem()
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.3)
@@ -57,7 +55,7 @@ def main() -> None:
     inst.flush()
     if rank == 0:
         json.dump(inst.history, open(out, "w"))
-    dist.destroy_process_group()
+    trainer_run(rank, out)
 
 
 def trainer_run(rank: int, out: str) -> None:

@@ -187,3 +187,24 @@ def test_grad_scaler_scale_is_taken_out():
         fp32 = [v for _, v in histories["32"][key]]
         fp16 = [v for _, v in histories["16-mixed"][key]]
         assert fp16 == pytest.approx(fp32, rel=2e-2, abs=2e-3), key
+
+
+def test_training_is_bit_identical_with_every_quantity_on():
+    """Probes restore RNG (dropout draws), BatchNorm buffers, modes and gradients."""
+    runs = []
+    for callbacks in (
+        [],
+        [
+            InstrumentsCallback(
+                quantities=QUANTITIES, sharpness_every=2, grad_tests_every=2, noise_source="split"
+            )
+        ],
+    ):
+        model, X, y = _problem(dropout=0.3)
+        t = _trainer(model, callbacks, accum=2)
+        t.train(DataLoader(TensorDataset(X, y), batch_size=8, shuffle=True), None, 1)
+        runs.append((model, list(t.grad_norms)))
+    (a, norms_a), (b, norms_b) = runs
+    assert norms_a == norms_b
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)

@@ -18,12 +18,16 @@ WORKER = Path(__file__).with_name("_ddp_noise_worker.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(tmp_path, out, *extra):
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    """Both runs (hand-written loop, then trainer) in one 2-process group."""
+    tmp_path = tmp_path_factory.mktemp("ddp")
+    out = tmp_path / "history.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    init = tmp_path / f"init{len(extra)}"
+    init = tmp_path / "init"
     procs = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), str(r), "2", str(init), str(out), *extra],
+            [sys.executable, str(WORKER), str(r), "2", str(init), str(out)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
@@ -33,12 +37,11 @@ def _run(tmp_path, out, *extra):
     for p in procs:
         _, err = p.communicate(timeout=240)
         assert p.returncode == 0, err.decode()[-3000:]
+    return out
 
 
-def test_ddp_noise_scale_matches_brute_force(tmp_path):
-    out = tmp_path / "history.json"
-    _run(tmp_path, out)
-    history = json.load(open(out))
+def test_ddp_noise_scale_matches_brute_force(outputs):
+    history = json.load(open(outputs))
 
     sys.path.insert(0, str(WORKER.parent))
     try:
@@ -74,10 +77,8 @@ def test_ddp_noise_scale_matches_brute_force(tmp_path):
     assert history["batch_size"][-1][1] == 2 * LOCAL
 
 
-def test_callback_under_ddp_uses_the_comm_hook_and_probes_on_rank_0(tmp_path):
-    out = tmp_path / "trainer.json"
-    _run(tmp_path, out, "trainer")
-    ranks = [json.load(open(f"{out}.rank{r}")) for r in range(2)]
+def test_callback_under_ddp_uses_the_comm_hook_and_probes_on_rank_0(outputs):
+    ranks = [json.load(open(f"{outputs}.rank{r}")) for r in range(2)]
     for r in ranks:
         assert r["source"] == "ddp"
         # The instruments' all-reduced gradient norm is the trainer's own.

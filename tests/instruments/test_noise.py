@@ -7,6 +7,8 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from optiscope.instruments import Instruments, noise_estimates
 from tests.instruments._helpers import data, mlp, run_loop
@@ -146,3 +148,19 @@ def test_one_micro_batch_per_step_records_nothing():
     inst = Instruments(model, opt, ["noise_scale"], noise_source="micro_batches")
     run_loop(model, opt, [(X[:8], y[:8]), (X[8:], y[8:])], inst)
     assert "noise_scale" not in inst.values()
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    g2=st.floats(0.0, 1e3),
+    trace=st.floats(0.0, 1e3),
+    b_small=st.integers(1, 512),
+    factor=st.integers(2, 64),
+)
+def test_estimators_invert_the_expectations(g2, trace, b_small, factor):
+    """E|G_B|^2 = |G|^2 + tr(Sigma)/B; the estimators recover |G|^2 and tr(Sigma) from it."""
+    b_big = b_small * factor
+    small, big = g2 + trace / b_small, g2 + trace / b_big
+    got_g2, got_trace = noise_estimates(small, big, b_small, b_big)
+    assert got_g2 == pytest.approx(g2, rel=1e-6, abs=1e-6)
+    assert got_trace == pytest.approx(trace, rel=1e-6, abs=1e-4)
