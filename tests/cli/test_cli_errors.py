@@ -192,7 +192,7 @@ def test_checkpoint_of_another_model_in_a_real_process(processes) -> None:
     _check_one_line(
         proc.returncode, proc.stderr, "was saved from another model than [model] describes"
     )
-    assert "shapes differ: 0.weight (24, 64) vs (16, 64)" in proc.stderr
+    assert "shape mismatch 0.weight: (24, 64) vs (16, 64)" in proc.stderr
 
 
 def test_unknown_command_in_a_real_process(processes) -> None:
