@@ -102,7 +102,7 @@ class Probes:
         host: dict[str, float] = {}
         tensors: list[torch.Tensor] = []
         light = not split_noise and all(j in _HESSIAN_ONLY for j in jobs)
-        with (_modes_rng_buffers(self.model) if light else preserved(self.model, rng=True)):
+        with _modes_rng_buffers(self.model) if light else preserved(self.model, rng=True):
             self.model.eval()
             if "sharpness" in jobs:
                 host["sharpness"] = self.sharpness.measure(self.model, probe)[0]
