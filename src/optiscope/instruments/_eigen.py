@@ -153,7 +153,7 @@ def top_eigenpair(
         # Full reorthogonalisation against every vector so far, twice ("twice is enough").
         done = Q[: k + 1]
         for _ in range(2):
-            w = w - (done @ w) @ done
+            w.addmv_(done.T, done @ w, alpha=-1)  # w -= Q^T (Q w), in place
         beta = torch.linalg.vector_norm(w)
         a, b, wn = torch.stack([alpha, beta, w_norm]).tolist()  # the step's host copy
         alphas.append(a)
@@ -174,7 +174,7 @@ def top_eigenpair(
             # (the tridiagonal gets a zero coupling there).
             w = rademacher((n,), generator, dtype=start.dtype, device=start.device)
             for _ in range(2):
-                w = w - (done @ w) @ done
+                w.addmv_(done.T, done @ w, alpha=-1)
             beta = torch.linalg.vector_norm(w)
         Q[k + 1] = w / beta
     m = len(alphas)
