@@ -123,7 +123,7 @@ class SharpnessTracker:
         names: The trainable parameters' names (the operator's order).
         max_iter: Lanczos steps per measurement at most.
         tol: Relative residual tolerance of the stop.
-        seed: Seeds the random first start and Lanczos' restart vectors.
+        seed: Seeds the random first start vector.
     """
 
     def __init__(
@@ -168,7 +168,7 @@ class SharpnessTracker:
         op.build(probe)
         try:
             top, vector, residual, iters = top_eigenpair(
-                matvec, start, self.max_iter, self.tol, self.generator, self._basis
+                matvec, start, self.max_iter, self.tol, self._basis
             )
         finally:
             op.clear()
