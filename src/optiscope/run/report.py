@@ -28,8 +28,11 @@ __all__ = [
     "describe_data",
     "run_numbers",
     "summary_rows",
+    "analysis_rows",
     "write_json",
     "write_run_report",
+    "write_report_page",
+    "format_value",
     "update_report",
 ]
 
@@ -133,7 +136,13 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
     return atomic_write(path, json.dumps(clean, indent=2, default=str))
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A number, flag, list or text as the summary table shows it (None: ``-``).
+
+    Example:
+        >>> format_value(0.123456), format_value(1234), format_value(None)
+        ('0.1235', '1,234', '-')
+    """
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -143,7 +152,7 @@ def _fmt(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, (list, tuple)):
-        return ", ".join(_fmt(v) for v in value)
+        return ", ".join(format_value(v) for v in value)
     return str(value)
 
 
@@ -151,25 +160,39 @@ def _fmt(value: Any) -> str:
 def summary_rows(n: dict[str, Any]) -> dict[str, str]:
     """The summary table's rows from :func:`run_numbers`'s dict."""
     rows = {
-        "Data": _fmt(n.get("data")),
-        "Model": _fmt(n.get("model")),
-        "Optimizer": _fmt(n.get("optimizer")),
-        "Schedule": f"{_fmt(n.get('schedule'))} (stepped per {n.get('schedule interval')})",
-        "Clipping": _fmt(n.get("clipping")),
+        "Data": format_value(n.get("data")),
+        "Model": format_value(n.get("model")),
+        "Optimizer": format_value(n.get("optimizer")),
+        "Schedule": f"{format_value(n.get('schedule'))} (stepped per {n.get('schedule interval')})",
+        "Clipping": format_value(n.get("clipping")),
         "Precision / device": f"{n.get('precision')} / {n.get('device')}"
         + (f" x {n['processes']} processes (DDP)" if n.get("processes", 1) > 1 else ""),
         "Epochs": f"{n.get('epochs')} of {n.get('epochs planned')} "
-        f"({_fmt(n.get('optimizer steps'))} optimizer steps, "
-        f"{_fmt(n.get('clipped steps'))} clipped, {_fmt(n.get('skipped steps'))} skipped)",
+        f"({format_value(n.get('optimizer steps'))} optimizer steps, "
+        f"{format_value(n.get('clipped steps'))} clipped, "
+        f"{format_value(n.get('skipped steps'))} skipped)",
         "Time": f"training {n.get('training seconds', 0):.1f}s, analysis "
         f"{n.get('analysis seconds', 0):.1f}s, total {n.get('total seconds', 0):.1f}s",
-        "Final train loss": _fmt(n.get("final train loss")),
-        "Final validation loss": _fmt(n.get("final val loss")),
-        "Final validation accuracy": _fmt(n.get("final val accuracy")),
-        "Best validation accuracy": f"{_fmt(n.get('best val accuracy'))} "
-        f"(best val-loss epoch: {_fmt(n.get('best epoch'))})",
-        "LR finder suggestion": _fmt(n.get("lr finder suggestion")),
+        "Final train loss": format_value(n.get("final train loss")),
+        "Final validation loss": format_value(n.get("final val loss")),
+        "Final validation accuracy": format_value(n.get("final val accuracy")),
+        "Best validation accuracy": f"{format_value(n.get('best val accuracy'))} "
+        f"(best val-loss epoch: {format_value(n.get('best epoch'))})",
+        "LR finder suggestion": format_value(n.get("lr finder suggestion")),
     }
+    rows.update(analysis_rows(n))
+    rows["Software"] = f"torch {n.get('torch')}, Python {n.get('python')}, {platform.system()}"
+    return rows
+
+
+def analysis_rows(n: dict[str, Any]) -> dict[str, str]:
+    """The rows of the landscape and curvature numbers that are present in ``n``.
+
+    Example:
+        >>> analysis_rows({"top Hessian eigenvalue": 2.5, "Hessian trace": 10.0})
+        {'Top Hessian eigenvalue': '2.5', 'Hessian trace': '10 +- -'}
+    """
+    rows: dict[str, str] = {}
     optional = {
         "Top Hessian eigenvalue": "top Hessian eigenvalue",
         "Top Hessian eigenvalues": "top Hessian eigenvalues",
@@ -178,19 +201,18 @@ def summary_rows(n: dict[str, Any]) -> dict[str, str]:
     }
     for label, key in optional.items():
         if n.get(key) is not None:
-            rows[label] = _fmt(n[key])
+            rows[label] = format_value(n[key])
     if n.get("Hessian trace") is not None:
         rows["Hessian trace"] = (
-            f"{_fmt(n['Hessian trace'])} +- {_fmt(n.get('Hessian trace stderr'))}"
+            f"{format_value(n['Hessian trace'])} +- {format_value(n.get('Hessian trace stderr'))}"
         )
     layers = n.get("per-layer Hessian")
     if layers:
         # Which layer is sharpest: its block's top eigenvalue and trace, per parameter.
         rows["Per-layer Hessian (top eigenvalue, trace)"] = "; ".join(
-            f"{name}: {_fmt(top)}, {_fmt(trace)} ({_fmt(size)} params)"
+            f"{name}: {format_value(top)}, {format_value(trace)} ({format_value(size)} params)"
             for name, (top, trace, size) in layers.items()
         )
-    rows["Software"] = f"torch {n.get('torch')}, Python {n.get('python')}, {platform.system()}"
     return rows
 
 
@@ -210,14 +232,31 @@ def write_run_report(
     run_dir: Path,
 ) -> Path:
     """Write ``report.json`` and ``report.html`` for a finished run; returns the HTML path."""
+    return write_report_page(
+        cfg.run.name, summary_rows(numbers), figures, notes, run_dir, config_to_toml(cfg)
+    )
+
+
+def write_report_page(
+    name: str,
+    summary: dict[str, str],
+    figures: Sequence[FigureSpec],
+    notes: Sequence[str],
+    run_dir: Path,
+    config_text: str = "",
+) -> Path:
+    """Write ``report.json`` and ``report.html`` from summary rows and figures.
+
+    The part of :func:`write_run_report` that needs no config: the Lightning and Hugging
+    Face integrations write their reports with it.
+
+    Returns:
+        The path of the HTML file.
+    """
     from optiscope.report import RunReport, write_report
 
-    report = RunReport(
-        name=cfg.run.name,
-        summary=summary_rows(numbers),
-        config_text=config_to_toml(cfg),
-        notes=list(notes),
-    )
+    report = RunReport(name=name, summary=dict(summary), config_text=config_text,
+                       notes=list(notes))  # fmt: skip
     for f in figures:
         report.add_figure(f.title, f.caption, _rel(f.file, run_dir), f.kind)
     return write_report(report, run_dir)
