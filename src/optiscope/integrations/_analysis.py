@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from optiscope._internal.checks import check_positive_int
-from optiscope._internal.restore import preserved
+from optiscope._internal.restore import RNGState, preserved
 from optiscope.batch_loss import to_device
 
 __all__ = ["AnalysisOptions", "analysis_options", "write_analysis"]
@@ -93,12 +93,21 @@ def analysis_options(analysis: bool | Mapping[str, Any] | None) -> AnalysisOptio
 
 
 def first_batches(loader: Iterable, n: int, device: torch.device) -> list[Any]:
-    """The first ``n`` batches of ``loader``, moved to ``device``."""
+    """The first ``n`` batches of ``loader``, moved to ``device``; RNG states untouched.
+
+    Starting a DataLoader's iterator draws from the global torch RNG (its base seed, a
+    shuffle), so the states are restored afterwards: reading the batches must not change
+    the training that follows, or the weights' future.
+    """
     out = []
-    for batch in loader:
-        out.append(to_device(batch, device))
-        if len(out) >= n:
-            break
+    rng = RNGState.capture()
+    try:
+        for batch in loader:
+            out.append(to_device(batch, device))
+            if len(out) >= n:
+                break
+    finally:
+        rng.restore()
     if not out:
         raise ValueError("the analysis has no data: the training dataloader yielded no batches")
     return out

@@ -147,7 +147,7 @@ class OptiscopeCallback(TrainerCallback):
             # The Trainer hands its callbacks no loss: read it off the model's output.
             self._hook = model.register_forward_hook(self._capture_loss)
         if self.parts.instrument_options is not None:
-            probe = next(iter(kwargs["train_dataloader"]))
+            probe = first_batches(kwargs["train_dataloader"], 1, next(model.parameters()).device)[0]
             self.parts.build_instruments(
                 model, kwargs["optimizer"], probe,
                 micro_batches=args.gradient_accumulation_steps > 1,
