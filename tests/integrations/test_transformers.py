@@ -182,3 +182,25 @@ def test_lr_find_on_an_hf_model_and_the_trainers_dataloader(tmp_path):
         loss.backward()
         ref_opt.step()
         assert res.raw_losses[k] == pytest.approx(loss.item(), rel=1e-6)
+
+
+def test_fp16_gradients_are_unscaled_once_before_the_clipper():
+    # accelerate keeps the GradScaler on its AcceleratedOptimizer (CUDA fp16 only, so the
+    # scaler is built by hand here, on the CPU).
+    from accelerate import Accelerator
+    from accelerate.optimizer import AcceleratedOptimizer
+
+    from optiscope.integrations.transformers import _unscale
+
+    Accelerator(cpu=True)
+    w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    opt = AcceleratedOptimizer(torch.optim.SGD([w], lr=0.1), device_placement=False,
+                               scaler=scaler)  # fmt: skip
+    scaler.scale((w**2).sum() / 2).backward()
+    assert torch.equal(w.grad, torch.tensor([3072.0, 4096.0]))
+    _unscale(opt)
+    assert torch.equal(w.grad, torch.tensor([3.0, 4.0]))
+    _unscale(opt)  # already unscaled (as after the Trainer's grad-norm measurement): no-op
+    opt.step()
+    assert torch.allclose(w.detach(), torch.tensor([2.7, 3.6]))
