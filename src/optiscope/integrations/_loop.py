@@ -89,20 +89,21 @@ class LoopParts:
 
     def build_instruments(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, probe_batch: Any,
-        micro_batches: bool, distributed: bool,
+        accumulation_steps: int,
     ) -> None:  # fmt: skip
-        """Create the instruments on the trainer's model and optimizer (first step)."""
+        """Create the instruments on the trainer's model and optimizer (first step).
+
+        The first training batch is the probe batch unless one was given; the
+        accumulation count lets ``noise_source="auto"`` pick the micro-batches.
+        """
         if self.instrument_options is None or self.instruments is not None:
             return
         from optiscope.instruments import Instruments
 
         opts = dict(self.instrument_options)
-        if opts.get("noise_source", "auto") == "auto":
-            if distributed:
-                opts["noise_source"] = "ddp"
-            elif micro_batches:
-                opts["noise_source"] = "micro_batches"
-        opts.setdefault("probe_batch", probe_batch)
+        opts.setdefault("accumulation_steps", accumulation_steps)
+        if opts.get("probe_batch") is None:
+            opts["probe_batch"] = probe_batch
         self.instruments = Instruments(model, optimizer, batch_loss=self.batch_loss, **opts)
         if self._pending_instruments is not None:
             self.instruments.load_state_dict(self._pending_instruments)
@@ -123,9 +124,14 @@ class LoopParts:
 
     # -- the per-step hooks -------------------------------------------------------------
 
-    def after_backward(self, loss: torch.Tensor | None) -> None:
-        if self.instruments is not None and loss is not None:
-            self.instruments.after_backward(loss.detach())
+    def after_backward(self, loss: torch.Tensor | None, batch_size: int | None,
+                       grad_scale: Any = None) -> None:  # fmt: skip
+        """After each micro-batch's backward: its loss as computed, size, GradScaler scale."""
+        if self.instruments is not None:
+            self.instruments.after_backward(
+                None if loss is None else loss.detach(), batch_size=batch_size,
+                grad_scale=grad_scale,
+            )  # fmt: skip
 
     def before_step(self, step: int, parameters: Any) -> None:
         if self.clip is not None:
@@ -133,9 +139,13 @@ class LoopParts:
         if self.instruments is not None:
             self.instruments.before_step()
 
-    def after_step(self) -> None:
+    def after_step(self, skipped: bool = False) -> None:
+        """After ``optimizer.step()``; ``skipped``: the step was not taken (fp16 overflow)."""
         if self.instruments is not None:
-            self.instruments.after_step()
+            if skipped:
+                self.instruments.skip_step()
+            else:
+                self.instruments.after_step()
 
     def clip_values(self) -> dict[str, float]:
         """The clipper's record since the last call (host copy), keys under ``clip/``."""
@@ -143,14 +153,15 @@ class LoopParts:
             return {}
         return {f"clip/{k}": v for k, v in self.clip.flush().items()}
 
-    def instrument_values(self, lr: float | None = None) -> dict[str, float]:
-        """The instruments' latest values (host copy), keys under ``instruments/``."""
-        if self.instruments is None:
+    def instrument_values(self) -> dict[str, float]:
+        """What the instruments measured at the step just taken (host copy), keys under
+        ``instruments/``; a quantity measured at an earlier step is not logged again."""
+        inst = self.instruments
+        if inst is None:
             return {}
-        values = self.instruments.values()
-        if lr is not None:
-            self.instruments.history.setdefault("lr", []).append((self.instruments.step, lr))
-        return {f"instruments/{k}": v for k, v in values.items()}
+        inst.flush()
+        return {f"instruments/{k}": series[-1][1] for k, series in inst.history.items()
+                if series and series[-1][0] == inst.step}  # fmt: skip
 
     # -- checkpoints ----------------------------------------------------------------------
 

@@ -138,7 +138,9 @@ class OptiscopeCallback(pl.Callback):
         self.report_path: Path | None = None
         self._loss: torch.Tensor | None = None
         self._seen_step = 0
-        self._lr: Any = None
+        self._batch_size: int | None = None
+        self._post_hook: Any = None
+        self._stepped = False
 
     @property
     def clipper(self) -> Any:
@@ -176,17 +178,25 @@ class OptiscopeCallback(pl.Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self.parts.instrument_options is None or self.parts.instruments is not None:
+        if self.parts.instrument_options is None:
+            return
+        self._batch_size = self.parts.batch_loss.size(batch)
+        if self.parts.instruments is not None:
             return
         if len(trainer.optimizers) != 1:
             raise ValueError(
                 f"the instruments follow one optimizer, got {len(trainer.optimizers)}"
             )
-        self.parts.build_instruments(
-            pl_module, trainer.optimizers[0], batch,
-            micro_batches=trainer.accumulate_grad_batches > 1,
-            distributed=trainer.world_size > 1,
-        )  # fmt: skip
+        optimizer = trainer.optimizers[0]
+        self.parts.build_instruments(pl_module, optimizer, batch, trainer.accumulate_grad_batches)
+        # Right after optimizer.step() and before Lightning steps the scheduler, so the
+        # instruments see the rate the step used; GradScaler skips the call (and with
+        # it this hook) when it skips the step.
+        self._post_hook = optimizer.register_step_post_hook(self._after_optimizer_step)
+
+    def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._stepped = True
+        self.parts.after_step()
 
     # -- per step ------------------------------------------------------------------------
 
@@ -196,8 +206,17 @@ class OptiscopeCallback(pl.Callback):
         self._loss = loss
 
     def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.parts.after_backward(self._loss)
-        self._loss = None
+        loss, self._loss = self._loss, None
+        if self.parts.instruments is None or loss is None:
+            return
+        # Lightning hands on_before_backward the loss divided by accumulate_grad_batches
+        # and, under fp16 AMP, multiplied by the GradScaler's scale; the instruments want
+        # the micro-batch's loss as computed, and the scale of its gradients.
+        scale = _scale_of(trainer)
+        loss = loss.detach() * trainer.accumulate_grad_batches
+        if scale is not None:
+            loss = loss / scale
+        self.parts.after_backward(loss, self._batch_size, scale)
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any
@@ -205,7 +224,6 @@ class OptiscopeCallback(pl.Callback):
         # The precision plugin has unscaled the gradients by now (AMP), and under
         # accumulation this runs once, after the last micro-batch.
         params = [p for g in optimizer.param_groups for p in g["params"]]
-        self._lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
         self.parts.before_step(trainer.global_step, params)
 
     def on_train_batch_end(
@@ -216,13 +234,15 @@ class OptiscopeCallback(pl.Callback):
         if step == self._seen_step:  # an accumulation micro-batch: no optimizer step yet
             return
         self._seen_step = step
-        self.parts.after_step()
+        if self.parts.instruments is not None and not self._stepped:
+            self.parts.after_step(skipped=True)  # the GradScaler skipped optimizer.step()
+        self._stepped = False
         values: dict[str, float] = {}
         every = self.parts.log_every or trainer.log_every_n_steps
         if step % every == 0:
             values.update(self.parts.clip_values())
         if self.parts.instrument_log_due():
-            values.update(self.parts.instrument_values(float(self._lr)))
+            values.update(self.parts.instrument_values())
         self._log(trainer, values)
 
     def _log(self, trainer: pl.Trainer, values: dict[str, float]) -> None:
@@ -235,6 +255,9 @@ class OptiscopeCallback(pl.Callback):
     # -- end of fit -----------------------------------------------------------------------
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._post_hook is not None:
+            self._post_hook.remove()
+            self._post_hook = None
         self._log(trainer, self.parts.clip_values())
         options = self.parts.analysis
         if options is None or not trainer.is_global_zero:
@@ -264,3 +287,11 @@ class OptiscopeCallback(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.parts.load_state_dict(state_dict)
+
+
+def _scale_of(trainer: pl.Trainer) -> torch.Tensor | None:
+    # The GradScaler's scale as a device tensor (get_scale() would copy it to the host).
+    scaler = getattr(trainer.precision_plugin, "scaler", None)
+    if scaler is None or not scaler.is_enabled():
+        return None
+    return scaler._scale

@@ -92,7 +92,7 @@ class OptiscopeCallback(TrainerCallback):
         self.report_path: Path | None = None
         self._loss: torch.Tensor | None = None
         self._hook: Any = None
-        self._lr: Any = None
+        self._batch_size: int | None = None
 
     @property
     def clipper(self) -> Any:
@@ -143,44 +143,62 @@ class OptiscopeCallback(TrainerCallback):
                 "before it (1.0 is the default); pass max_grad_norm=0"
             )
         model = kwargs["model"]
-        if self.parts.instrument_options is not None and self._hook is None:
-            # The Trainer hands its callbacks no loss: read it off the model's output.
-            self._hook = model.register_forward_hook(self._capture_loss)
         if self.parts.instrument_options is not None:
-            probe = first_batches(kwargs["train_dataloader"], 1, next(model.parameters()).device)[0]
-            self.parts.build_instruments(
-                model, kwargs["optimizer"], probe,
-                micro_batches=args.gradient_accumulation_steps > 1,
-                distributed=args.world_size > 1,
-            )  # fmt: skip
+            self._start_instruments(args, model, kwargs["optimizer"], kwargs["train_dataloader"])
         if state.global_step > 0:
             self._load(args, state)
 
-    def _capture_loss(self, module: Any, inputs: Any, output: Any) -> None:
-        if module.training and torch.is_grad_enabled():
-            loss = getattr(output, "loss", None)
-            if loss is None and isinstance(output, dict):
-                loss = output.get("loss")
-            self._loss = loss
+    def _start_instruments(self, args: Any, model: Any, optimizer: Any, loader: Any) -> None:
+        accum = args.gradient_accumulation_steps
+        wants = self.parts.instrument_options.get("quantities", ())  # type: ignore[union-attr]
+        scaler = getattr(optimizer, "scaler", None)
+        if "noise_scale" in wants and accum > 1 and scaler is not None and scaler.is_enabled():
+            raise ValueError(
+                "the noise scale from micro-batches needs the gradients of every micro-batch "
+                "in one scale, but under fp16 the Trainer unscales only the last one before "
+                "any callback sees it; use bf16, no accumulation, or noise_source='split'"
+            )
+        if self._hook is None:
+            # The Trainer hands its callbacks no loss: read it off the model's output.
+            self._hook = model.register_forward_hook(self._capture_loss, with_kwargs=True)
+        probe = first_batches(loader, 1, next(model.parameters()).device)[0]
+        self.parts.build_instruments(model, optimizer, probe, accum)
+
+    def _capture_loss(self, module: Any, args: Any, kwargs: Any, output: Any) -> None:
+        if not (module.training and torch.is_grad_enabled()):
+            return  # a probe or an evaluation, not a training micro-batch
+        loss = getattr(output, "loss", None)
+        if loss is None and isinstance(output, dict):
+            loss = output.get("loss")
+        labels, items = kwargs.get("labels"), kwargs.get("num_items_in_batch")
+        if loss is not None and labels is not None and items is not None:
+            # The model divided the summed loss by the label count of the whole
+            # accumulated batch; the instruments want this micro-batch's mean.
+            shifts = getattr(self.trainer, "_loss_shifts_labels", False)
+            counted = labels[..., 1:] if shifts else labels
+            loss = loss.detach() * items / counted.ne(-100).sum().clamp(min=1)
+        self._loss = loss
+        self._batch_size = self.parts.batch_loss.size(kwargs) if kwargs else None
 
     # -- per step ------------------------------------------------------------------------
 
     def on_substep_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # A micro-batch's backward is done and no optimizer step follows yet.
-        self.parts.after_backward(self._loss)
+        scale = _scale_of(kwargs["optimizer"])
+        self.parts.after_backward(self._loss, self._batch_size, scale)
         self._loss = None
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.parts.after_backward(self._loss)
-        self._loss = None
         optimizer = kwargs["optimizer"]
         _unscale(optimizer)
+        self.parts.after_backward(self._loss, self._batch_size, None)  # unscaled by now
+        self._loss = None
         params = [p for g in optimizer.param_groups for p in g["params"]]
-        self._lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
         self.parts.before_step(state.global_step, params)
 
     def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.parts.after_step()
+        skipped = bool(getattr(self.trainer.accelerator, "optimizer_step_was_skipped", False))
+        self.parts.after_step(skipped=skipped)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         values: dict[str, float] = {}
@@ -188,7 +206,7 @@ class OptiscopeCallback(TrainerCallback):
         if state.global_step % every == 0:
             values.update(self.parts.clip_values())
         if self.parts.instrument_log_due():
-            values.update(self.parts.instrument_values(float(self._lr)))
+            values.update(self.parts.instrument_values())
         if values:
             # Trainer.log's on_log clears control.should_log; the Trainer's own log of this
             # step (decided before this hook) must still happen.
@@ -245,6 +263,14 @@ class OptiscopeCallback(TrainerCallback):
         self.report_path = write_analysis(
             model, self.parts.batch_loss, batches, options, run_dir, summary, figures
         )
+
+
+def _scale_of(optimizer: Any) -> torch.Tensor | None:
+    # The GradScaler's scale as a device tensor (get_scale() would copy it to the host).
+    scaler = getattr(optimizer, "scaler", None)
+    if scaler is None or not scaler.is_enabled():
+        return None
+    return scaler._scale
 
 
 def _unscale(optimizer: Any) -> None:
