@@ -148,8 +148,9 @@ def write_analysis(
     curvature = dataclasses.replace(options.curvature, max_batches=0)
     with preserved(model, rng=True):
         if landscape.enabled:
+            # One process analyses (rank 0), so the grids are not sharded.
             part = analyse.landscape_figures(model, loss_fn, batches, None, landscape, fig_dir,
-                                             echo=quiet)  # fmt: skip
+                                             echo=quiet, distributed=False)  # fmt: skip
             figures += part.figures
             numbers.update(part.numbers)
             notes += part.notes
