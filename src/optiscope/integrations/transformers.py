@@ -150,9 +150,11 @@ class OptiscopeCallback(TrainerCallback):
 
     def _start_instruments(self, args: Any, model: Any, optimizer: Any, loader: Any) -> None:
         accum = args.gradient_accumulation_steps
-        wants = self.parts.instrument_options.get("quantities", ())  # type: ignore[union-attr]
+        opts = self.parts.instrument_options or {}
+        micro = "noise_scale" in opts.get("quantities", ()) and accum > 1 and opts.get(
+            "noise_source", "auto") in ("auto", "micro_batches")  # fmt: skip
         scaler = getattr(optimizer, "scaler", None)
-        if "noise_scale" in wants and accum > 1 and scaler is not None and scaler.is_enabled():
+        if micro and scaler is not None and scaler.is_enabled():
             raise ValueError(
                 "the noise scale from micro-batches needs the gradients of every micro-batch "
                 "in one scale, but under fp16 the Trainer unscales only the last one before "
