@@ -29,10 +29,10 @@ __all__ = [
     "run_numbers",
     "summary_rows",
     "analysis_rows",
+    "format_value",
     "write_json",
     "write_run_report",
     "write_report_page",
-    "format_value",
     "update_report",
 ]
 
@@ -136,13 +136,7 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
     return atomic_write(path, json.dumps(clean, indent=2, default=str))
 
 
-def format_value(value: Any) -> str:
-    """A number, flag, list or text as the summary table shows it (None: ``-``).
-
-    Example:
-        >>> format_value(0.123456), format_value(1234), format_value(None)
-        ('0.1235', '1,234', '-')
-    """
+def _fmt(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -152,33 +146,42 @@ def format_value(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, (list, tuple)):
-        return ", ".join(format_value(v) for v in value)
+        return ", ".join(_fmt(v) for v in value)
     return str(value)
+
+
+def format_value(value: Any) -> str:
+    """A number, flag, list or text as the summary table shows it (None: ``-``).
+
+    Example:
+        >>> format_value(0.123456), format_value(1234), format_value(None)
+        ('0.1235', '1,234', '-')
+    """
+    return _fmt(value)
 
 
 # Summary rows: label -> how to render from the numbers (order is the table's order).
 def summary_rows(n: dict[str, Any]) -> dict[str, str]:
     """The summary table's rows from :func:`run_numbers`'s dict."""
     rows = {
-        "Data": format_value(n.get("data")),
-        "Model": format_value(n.get("model")),
-        "Optimizer": format_value(n.get("optimizer")),
-        "Schedule": f"{format_value(n.get('schedule'))} (stepped per {n.get('schedule interval')})",
-        "Clipping": format_value(n.get("clipping")),
+        "Data": _fmt(n.get("data")),
+        "Model": _fmt(n.get("model")),
+        "Optimizer": _fmt(n.get("optimizer")),
+        "Schedule": f"{_fmt(n.get('schedule'))} (stepped per {n.get('schedule interval')})",
+        "Clipping": _fmt(n.get("clipping")),
         "Precision / device": f"{n.get('precision')} / {n.get('device')}"
         + (f" x {n['processes']} processes (DDP)" if n.get("processes", 1) > 1 else ""),
         "Epochs": f"{n.get('epochs')} of {n.get('epochs planned')} "
-        f"({format_value(n.get('optimizer steps'))} optimizer steps, "
-        f"{format_value(n.get('clipped steps'))} clipped, "
-        f"{format_value(n.get('skipped steps'))} skipped)",
+        f"({_fmt(n.get('optimizer steps'))} optimizer steps, "
+        f"{_fmt(n.get('clipped steps'))} clipped, {_fmt(n.get('skipped steps'))} skipped)",
         "Time": f"training {n.get('training seconds', 0):.1f}s, analysis "
         f"{n.get('analysis seconds', 0):.1f}s, total {n.get('total seconds', 0):.1f}s",
-        "Final train loss": format_value(n.get("final train loss")),
-        "Final validation loss": format_value(n.get("final val loss")),
-        "Final validation accuracy": format_value(n.get("final val accuracy")),
-        "Best validation accuracy": f"{format_value(n.get('best val accuracy'))} "
-        f"(best val-loss epoch: {format_value(n.get('best epoch'))})",
-        "LR finder suggestion": format_value(n.get("lr finder suggestion")),
+        "Final train loss": _fmt(n.get("final train loss")),
+        "Final validation loss": _fmt(n.get("final val loss")),
+        "Final validation accuracy": _fmt(n.get("final val accuracy")),
+        "Best validation accuracy": f"{_fmt(n.get('best val accuracy'))} "
+        f"(best val-loss epoch: {_fmt(n.get('best epoch'))})",
+        "LR finder suggestion": _fmt(n.get("lr finder suggestion")),
     }
     rows.update(analysis_rows(n))
     rows["Software"] = f"torch {n.get('torch')}, Python {n.get('python')}, {platform.system()}"
@@ -201,16 +204,16 @@ def analysis_rows(n: dict[str, Any]) -> dict[str, str]:
     }
     for label, key in optional.items():
         if n.get(key) is not None:
-            rows[label] = format_value(n[key])
+            rows[label] = _fmt(n[key])
     if n.get("Hessian trace") is not None:
         rows["Hessian trace"] = (
-            f"{format_value(n['Hessian trace'])} +- {format_value(n.get('Hessian trace stderr'))}"
+            f"{_fmt(n['Hessian trace'])} +- {_fmt(n.get('Hessian trace stderr'))}"
         )
     layers = n.get("per-layer Hessian")
     if layers:
         # Which layer is sharpest: its block's top eigenvalue and trace, per parameter.
         rows["Per-layer Hessian (top eigenvalue, trace)"] = "; ".join(
-            f"{name}: {format_value(top)}, {format_value(trace)} ({format_value(size)} params)"
+            f"{name}: {_fmt(top)}, {_fmt(trace)} ({_fmt(size)} params)"
             for name, (top, trace, size) in layers.items()
         )
     return rows
