@@ -174,6 +174,14 @@ class OptiscopeCallback(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._seen_step = trainer.global_step
+        inst = self.parts.instruments
+        if inst is not None:  # a second fit with this callback
+            if trainer.optimizers[:1] != [inst.optimizer]:
+                raise ValueError(
+                    "this OptiscopeCallback's instruments follow the optimizer of an earlier "
+                    "fit; use a new OptiscopeCallback for a new model or optimizer"
+                )
+            self._post_hook = inst.optimizer.register_step_post_hook(self._after_optimizer_step)
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
