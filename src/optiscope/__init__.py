@@ -84,6 +84,11 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "visualize_loss_2d",
         "visualize_loss_random_directions",
     ),
+    # --- instruments (the rest via `optiscope.instruments`) ---
+    "optiscope.instruments": (
+        "Instruments",
+        "InstrumentsCallback",
+    ),
     # --- training ---
     "optiscope.training": (
         "AdvancedTrainer",
@@ -96,7 +101,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
 }
 
 # Subpackages used as modules (`from optiscope import landscape, curvature`).
-_MODULES = ("landscape", "curvature")
+_MODULES = ("landscape", "curvature", "instruments")
 
 _ORIGIN = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -174,6 +179,10 @@ __all__ = [
     "visualize_loss_random_directions",
     # curvature
     "curvature",
+    # instruments
+    "instruments",
+    "Instruments",
+    "InstrumentsCallback",
     # training
     "AdvancedTrainer",
     "CheckpointError",
@@ -185,7 +194,7 @@ __all__ = [
 
 
 if TYPE_CHECKING:
-    from optiscope import curvature, landscape
+    from optiscope import curvature, instruments, landscape
     from optiscope.data import (
         digits_loaders,
         digits_tensors,
@@ -239,6 +248,10 @@ if TYPE_CHECKING:
         grad_norms,
         plot_gradient_norms,
         train_with_gradient_tracking,
+    )
+    from optiscope.instruments import (
+        Instruments,
+        InstrumentsCallback,
     )
     from optiscope.landscape import (
         visualize_loss_1d,

@@ -232,7 +232,13 @@ def test_landscape_along_the_directions_curves_by_the_eigenvalues(mlp_2_10_1):
     h = 0.05
     for d, expected in ((d1, lam[0]), (d2, lam[1])):
         loss = landscape.line(
-            p.model, p.loss_fn, p.X, p.y, direction=d, alpha_range=(-h, h), num_points=3,
+            p.model,
+            p.loss_fn,
+            p.X,
+            p.y,
+            direction=d,
+            alpha_range=(-h, h),
+            num_points=3,
             progress=False,
         )
         f = loss.values["loss"]

@@ -270,9 +270,7 @@ class ZooMember:
         return self.build()
 
     def loader(self, batch_size: int | None = None, shuffle: bool = False) -> DataLoader:
-        return DataLoader(
-            self.dataset(), batch_size=batch_size or self.batch_size, shuffle=shuffle
-        )
+        return DataLoader(self.dataset(), batch_size=batch_size or self.batch_size, shuffle=shuffle)
 
     def batch(self) -> Any:
         """The first batch of :meth:`loader`."""
@@ -287,20 +285,52 @@ class ZooMember:
 
 
 ZOO: tuple[ZooMember, ...] = (
-    ZooMember("resnet", TinyResNet, _images, nn.CrossEntropyLoss(), "multiclass",
-              tags=frozenset({"conv", "batchnorm", "inplace"})),
-    ZooMember("encoder", EncoderClassifier, _token_classes, nn.CrossEntropyLoss(), "multiclass",
-              tags=frozenset({"attention"})),
-    ZooMember("causal_lm", CausalLM, _next_tokens, next_token_loss, "multiclass",
-              tags=frozenset({"attention", "tied", "token_level"})),
-    ZooMember("rnn", RNNClassifier, _sequences, nn.CrossEntropyLoss(), "multiclass",
-              tags=frozenset({"recurrent"})),
-    ZooMember("hf_style", HFStyleClassifier, _dict_tokens, None, "multiclass", layout="dict",
-              tags=frozenset({"dict", "model_loss"})),
+    ZooMember(
+        "resnet",
+        TinyResNet,
+        _images,
+        nn.CrossEntropyLoss(),
+        "multiclass",
+        tags=frozenset({"conv", "batchnorm", "inplace"}),
+    ),
+    ZooMember(
+        "encoder",
+        EncoderClassifier,
+        _token_classes,
+        nn.CrossEntropyLoss(),
+        "multiclass",
+        tags=frozenset({"attention"}),
+    ),
+    ZooMember(
+        "causal_lm",
+        CausalLM,
+        _next_tokens,
+        next_token_loss,
+        "multiclass",
+        tags=frozenset({"attention", "tied", "token_level"}),
+    ),
+    ZooMember(
+        "rnn",
+        RNNClassifier,
+        _sequences,
+        nn.CrossEntropyLoss(),
+        "multiclass",
+        tags=frozenset({"recurrent"}),
+    ),
+    ZooMember(
+        "hf_style",
+        HFStyleClassifier,
+        _dict_tokens,
+        None,
+        "multiclass",
+        layout="dict",
+        tags=frozenset({"dict", "model_loss"}),
+    ),
     ZooMember("regression", lambda: _mlp(1), _regression, nn.MSELoss(), "regression"),
     ZooMember("binary", lambda: _mlp(1), _binary, nn.BCEWithLogitsLoss(), "binary"),
-    ZooMember("two_input", TwoInputNet, _two_inputs, nn.CrossEntropyLoss(), "multiclass",
-              layout="multi"),
+    ZooMember(
+        "two_input", TwoInputNet, _two_inputs, nn.CrossEntropyLoss(), "multiclass", layout="multi"
+    ),
 )
 
 

@@ -30,6 +30,7 @@ ROOT = Path(__file__).parents[2]
 FULL = ("resnet", "hf_style")  # members that also get the landscape and curvature stages
 EPOCHS = 2
 
+
 # What is missing for a member to pass; remove an entry once its piece lands on main.
 def _config(member: ZooMember, out_dir: Path) -> str:
     full = str(member.name in FULL).lower()

@@ -1,0 +1,27 @@
+"""Training-dynamics instruments: sharpness against 2/lr, gradient noise scale and critical
+batch size, per-layer update ratios, distance from init and Cockpit's gradient tests.
+
+:class:`Instruments` works in any hand-written loop (call it after backward and after the
+optimizer step); :class:`InstrumentsCallback` runs it inside ``AdvancedTrainer``. Every
+per-step value stays on the device until a log point; :mod:`optiscope.instruments.plots`
+draws the history.
+"""
+
+from optiscope.instruments._callback import InstrumentsCallback
+from optiscope.instruments._grad_tests import gradient_tests
+from optiscope.instruments._instruments import Instruments
+from optiscope.instruments._noise import noise_estimates
+from optiscope.instruments._options import DEFAULT_QUANTITIES, NOISE_SOURCES, QUANTITIES
+from optiscope.instruments._sharpness import preconditioned_threshold, sharpness_threshold
+
+__all__ = [
+    "DEFAULT_QUANTITIES",
+    "NOISE_SOURCES",
+    "QUANTITIES",
+    "Instruments",
+    "InstrumentsCallback",
+    "gradient_tests",
+    "noise_estimates",
+    "preconditioned_threshold",
+    "sharpness_threshold",
+]

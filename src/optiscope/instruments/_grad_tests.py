@@ -1,0 +1,160 @@
+"""Cockpit's per-sample gradient tests from ``torch.func`` per-sample gradients.
+
+With per-sample gradients ``g_i`` (of the mean-reduced loss on sample ``i`` alone) of a
+batch of ``B`` samples and their mean ``G``, Cockpit (Schneider et al. 2021) tracks
+
+- the norm test (Byrd et al. 2012), the largest ``theta`` it passes:
+  ``sqrt(sum_i |g_i - G|^2 / (B - 1) / B / |G|^2)``;
+- the inner-product test (Bollapragada et al. 2018):
+  ``sqrt(sum_i (g_i.G - |G|^2)^2 / (B - 1) / B / |G|^4)``;
+- the orthogonality test (same paper):
+  ``sqrt(sum_i |g_i - (g_i.G / |G|^2) G|^2 / (B - 1) / B / |G|^2)``;
+- the mean gradient signal-to-noise ratio (Liu et al. 2020) over all coordinates:
+  ``mean_j G_j^2 / (mean_i g_ij^2 - G_j^2 + eps)`` with Cockpit's ``eps = 1e-5``.
+
+These are Cockpit's formulas exactly (``cockpit/quantities/{norm,inner,ortho}_test.py``,
+``mean_gsnr.py``), written in per-sample gradients instead of BackPACK's ``1/B``-scaled
+ones. Cost: one ``vmap(grad)`` over the probe batch, i.e. about one forward and backward
+of the batch, plus memory for ``B x`` the number of parameters (``vmap`` runs over
+chunks of ``chunk_size`` samples, which bounds its activations, not the gradients kept).
+Per-sample gradients need independent samples, so the caller evaluates in eval mode
+(BatchNorm on its running statistics, dropout off).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import grad, vmap
+
+from optiscope.batch_loss import BatchLoss
+from optiscope.curvature._kernels import double_backward_kernels
+
+__all__ = ["GRAD_TESTS", "gradient_tests", "per_sample_gradients"]
+
+GRAD_TESTS = ("norm_test", "inner_product_test", "orthogonality_test", "gsnr")
+GSNR_EPS = 1e-5  # Cockpit's MeanGSNR default
+
+
+def _unsqueeze(batch: Any) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.unsqueeze(0)
+    if isinstance(batch, Mapping):
+        return type(batch)({k: _unsqueeze(v) for k, v in batch.items()})
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_unsqueeze(v) for v in batch)
+    return batch
+
+
+def _slice(batch: Any, start: int, stop: int) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch[start:stop]
+    if isinstance(batch, Mapping):
+        return type(batch)({k: _slice(v, start, stop) for k, v in batch.items()})
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_slice(v, start, stop) for v in batch)
+    return batch
+
+
+def _index(batch: Any, i: int) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch[i]
+    if isinstance(batch, Mapping):
+        return type(batch)({k: _index(v, i) for k, v in batch.items()})
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_index(v, i) for v in batch)
+    return batch
+
+
+def per_sample_gradients(
+    model: nn.Module,
+    batch_loss: BatchLoss,
+    batch: Any,
+    names: list[str],
+    chunk_size: int | None = None,
+):
+    """Yield ``(B_chunk, numel)`` flat per-sample gradients of the loss, chunk by chunk.
+
+    The model must already be in the mode to evaluate in; its state is read, not written.
+    """
+    params = dict(model.named_parameters())
+    fixed = {n: p.detach() for n, p in params.items() if n not in names}
+    fixed.update({n: b.detach() for n, b in model.named_buffers()})
+    primals = {n: params[n].detach() for n in names}
+
+    def loss_one(p: dict[str, torch.Tensor], sample: Any) -> torch.Tensor:
+        return batch_loss.evaluate(model, _unsqueeze(sample), state={**fixed, **p}).loss
+
+    def flat_grad(sample: Any) -> torch.Tensor:
+        g = grad(loss_one)(primals, sample)
+        return torch.cat([g[n].reshape(-1) for n in names])
+
+    size = batch_loss.size(batch)
+    step = size if chunk_size is None else chunk_size
+    # torch's fused RNN kernels (LSTM, GRU) have no vmap rule: one sample at a time there.
+    looped = any(isinstance(m, nn.RNNBase) for m in model.modules())
+    with double_backward_kernels():  # no MHA fast path (no vmap rule) in eval mode
+        for start in range(0, size, step):
+            chunk = _slice(batch, start, min(size, start + step))
+            if looped:
+                n = min(size, start + step) - start
+                yield torch.stack([flat_grad(_index(chunk, i)) for i in range(n)])
+            else:
+                yield vmap(flat_grad)(chunk)
+
+
+def gradient_tests(
+    model: nn.Module,
+    batch_loss: BatchLoss,
+    batch: Any,
+    names: list[str] | None = None,
+    chunk_size: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Cockpit's norm, inner-product and orthogonality tests and mean GSNR on ``batch``.
+
+    Args:
+        model: The network (evaluated in its current mode; the caller picks eval mode).
+        batch_loss: How a batch becomes a mean loss.
+        batch: At least two samples.
+        names: Trainable parameters to use; None for all with ``requires_grad``.
+        chunk_size: Samples per ``vmap`` chunk (None: the whole batch at once).
+
+    Returns:
+        ``{"norm_test", "inner_product_test", "orthogonality_test", "gsnr"}`` as 0-d
+        device tensors (no host sync).
+
+    Example:
+        >>> import torch
+        >>> from optiscope.batch_loss import as_batch_loss
+        >>> _ = torch.manual_seed(0); model = torch.nn.Linear(3, 1)
+        >>> X, y = torch.randn(8, 3), torch.randn(8, 1)
+        >>> out = gradient_tests(model, as_batch_loss(torch.nn.MSELoss()), (X, y))
+        >>> sorted(out), bool(out["norm_test"] > 0)
+        (['gsnr', 'inner_product_test', 'norm_test', 'orthogonality_test'], True)
+    """
+    if names is None:
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+    B = batch_loss.size(batch)
+    if B < 2:
+        raise ValueError(f"gradient tests need a batch of at least 2 samples, got {B}")
+    # The projections g_i.G need G first, so every chunk's per-sample gradients are kept.
+    chunks = list(per_sample_gradients(model, batch_loss, batch, names, chunk_size))
+    total = torch.stack([c.sum(0) for c in chunks]).sum(0)
+    G = total / B
+    sq = torch.cat([c.square().sum(1) for c in chunks])  # |g_i|^2
+    proj = torch.cat([c @ G for c in chunks])  # g_i . G
+    elem_sq = torch.stack([c.square().sum(0) for c in chunks]).sum(0) / B  # mean_i g_ij^2
+    g2 = G.square().sum()
+    norm_var = (sq.sum() - B * g2) / (B - 1)
+    inner_var = (proj.square().sum() - B * g2.square()) / (B - 1)
+    ortho_var = (sq.sum() - proj.square().sum() / g2) / (B - 1)
+    gsnr = (G.square() / (elem_sq - G.square() + GSNR_EPS)).mean()
+    return {
+        "norm_test": (norm_var / B / g2).sqrt(),
+        "inner_product_test": (inner_var / B / g2.square()).sqrt(),
+        "orthogonality_test": (ortho_var / B / g2).sqrt(),
+        "gsnr": gsnr,
+    }

@@ -1,0 +1,396 @@
+"""The :class:`Instruments` object: training-dynamics quantities at the natural points of a loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from optiscope._internal.checks import check_choice, check_int, check_open_unit, check_positive
+from optiscope.batch_loss import BatchLoss, FunctionLoss, as_batch_loss, to_device
+from optiscope.instruments._noise import NoiseEMA
+from optiscope.instruments._options import (
+    DEFAULT_QUANTITIES,
+    NOISE_SOURCES,
+    PROBED,
+    QUANTITIES,
+    check_quantities,
+    pick_noise_source,
+    world,
+)
+from optiscope.instruments._probes import Probes
+from optiscope.instruments._record import Recorder
+from optiscope.instruments._step import StepMeasure
+
+__all__ = ["DEFAULT_QUANTITIES", "NOISE_SOURCES", "QUANTITIES", "Instruments"]
+
+
+class Instruments:
+    """Training-dynamics instruments for any model, optimizer and loop.
+
+    Call :meth:`after_backward` after each (micro-batch) backward, optionally
+    :meth:`before_step` after unscaling/clipping and before ``optimizer.step()``, and
+    :meth:`after_step` after it. Every value stays a device tensor until :meth:`flush`
+    (or :meth:`values`) copies all pending ones to the host in one transfer; reading
+    :attr:`history` or :meth:`values` turns them into named values.
+
+    Quantities (``quantities``; the first four are the default, measured every ``every``
+    optimizer steps):
+
+    - ``"loss"``: size-weighted mean of the losses passed to :meth:`after_backward`.
+    - ``"grad_norm"``: global L2 norm of the gradients the optimizer steps with.
+    - ``"layers"``: per parameter tensor ``layers/<name>/grad_norm``, ``weight_norm`` (the
+      weights after the step), ``update_norm`` (``|w_after - w_before|``, Cockpit's
+      UpdateSize), ``update_ratio`` (update over weight norm; NaN where the weight norm
+      is 0) and ``distance`` (``|w - w_init|``, Cockpit's Distance); plus the global
+      ``update_norm`` and ``update_ratio``. Costs a copy of the weights on measured
+      steps, three foreach passes and one foreach norm (memory: three copies of the
+      parameters).
+    - ``"distance"``: global ``|w - w_init|``.
+    - ``"noise_scale"``: McCandlish et al.'s simple noise scale ``B_simple`` (smoothed),
+      ``critical_batch_size`` (~ ``B_simple``), ``batch_size`` and the smoothed
+      ``noise_scale/grad_sq`` (``|G|^2``) and ``noise_scale/trace`` (``tr Sigma``). The
+      second batch size comes from ``noise_source``: ``"micro_batches"`` (gradient
+      accumulation: a subtraction, norm and copy of the gradients per micro-batch),
+      ``"ddp"`` (this rank's gradient against the all-reduced one, via a DDP comm hook;
+      pass the ``DistributedDataParallel`` model), ``"split"`` (the probe batch in
+      ``split`` pieces: one extra forward and backward of the probe per interval), or
+      ``"auto"`` (ddp for a DDP model, micro_batches when ``accumulation_steps > 1``,
+      split when a probe batch is given).
+    - ``"sharpness"`` (every ``sharpness_every`` steps): top Hessian eigenvalue of the
+      probe batch's loss by warm-started Lanczos, with ``sharpness_threshold`` (2/lr for
+      SGD, ``(2 + 2 beta)/lr`` with heavy-ball momentum); :attr:`hvp_counts` holds the
+      Hessian-vector products of each measurement.
+    - ``"preconditioned_sharpness"``: top eigenvalue of ``P^-1 H`` with Adam's
+      preconditioner, with ``preconditioned_threshold`` ``(2 + 2 beta1)/((1 - beta1) lr)``.
+    - ``"grad_tests"`` (every ``grad_tests_every`` steps): Cockpit's norm,
+      inner-product and orthogonality tests and mean GSNR from per-sample gradients of the
+      probe batch (``grad_tests/...``): about one forward and backward of the probe batch
+      plus memory for one gradient per sample.
+
+    Probe evaluations (sharpness, grad tests, split noise) run at the weights after the
+    step, in eval mode (dropout off, BatchNorm on its running statistics, so the result
+    is deterministic), and restore parameters, gradients, buffers, modes and RNG states
+    bit-for-bit. They copy a few values to the host (their convergence tests), at their
+    own intervals; the per-step quantities never do. Under DDP only rank 0 runs probes.
+
+    Args:
+        model: The network (a ``DistributedDataParallel`` wrapper is unwrapped).
+        optimizer: Its optimizer (learning rates for thresholds, Adam's state).
+        quantities: Names from :data:`QUANTITIES`.
+        every: Optimizer steps between measurements of the cheap quantities and the noise
+            scale (>= 1).
+        sharpness_every: Steps between sharpness measurements (>= 1).
+        grad_tests_every: Steps between gradient tests (>= 1).
+        probe_batch: The fixed batch probes evaluate (needed for sharpness, grad tests
+            and split noise).
+        loss_fn: ``loss_fn(output, target)`` for probes (None: the model's own loss).
+        batch_loss: Instead of ``loss_fn``: a :class:`~optiscope.batch_loss.BatchLoss` or
+            any ``fn(model, batch) -> scalar``.
+        noise_source: ``"auto"``, ``"micro_batches"``, ``"ddp"`` or ``"split"``.
+        split: Pieces of the probe batch for ``noise_source="split"`` (>= 2).
+        smoothing: EMA factor for the noise scale's numerator and denominator, in (0, 1).
+        sharpness_iters: Lanczos steps per measurement at most (>= 1).
+        sharpness_tol: Lanczos stops when the top Ritz value changes by at most this
+            (relative) between steps, or its residual is that small (> 0).
+        accumulation_steps: Micro-batches per optimizer step, if known (for ``"auto"``).
+        seed: Seeds the first Lanczos start vector (the global RNG is never used).
+
+    Raises:
+        ValueError: An unknown quantity or noise source, an interval < 1, noise scale
+            with no second batch size, a model without trainable parameters, probe
+            quantities without a probe batch, preconditioned sharpness for an optimizer
+            without Adam's ``betas``, or both ``loss_fn`` and ``batch_loss``.
+        TypeError: An argument of the wrong kind.
+
+    Example:
+        >>> import torch
+        >>> _ = torch.manual_seed(0); model = torch.nn.Linear(4, 2)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> inst = Instruments(model, opt)
+        >>> x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+        >>> for _ in range(3):
+        ...     loss = torch.nn.functional.cross_entropy(model(x), y)
+        ...     loss.backward(); inst.after_backward(loss, batch_size=8)
+        ...     opt.step(); inst.after_step(); opt.zero_grad()
+        >>> v = inst.values()
+        >>> inst.step, sorted(k for k in v if "/" not in k)
+        (3, ['distance', 'grad_norm', 'loss', 'lr', 'update_norm', 'update_ratio'])
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        quantities: Sequence[str] = DEFAULT_QUANTITIES,
+        *,
+        every: int = 1,
+        sharpness_every: int = 16,
+        grad_tests_every: int = 16,
+        probe_batch: Any = None,
+        loss_fn: Any = None,
+        batch_loss: BatchLoss | Callable[[nn.Module, Any], torch.Tensor] | None = None,
+        noise_source: str = "auto",
+        split: int = 2,
+        smoothing: float = 0.95,
+        sharpness_iters: int = 20,
+        sharpness_tol: float = 1e-3,
+        accumulation_steps: int | None = None,
+        seed: int = 0,
+        _probe_later: bool = False,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch Optimizer, got {type(optimizer).__name__}")
+        self.quantities = check_quantities(quantities)
+        self.every = check_int("every", every, low=1)
+        self.sharpness_every = check_int("sharpness_every", sharpness_every, low=1)
+        self.grad_tests_every = check_int("grad_tests_every", grad_tests_every, low=1)
+        self.split = check_int("split", split, low=2)
+        self.smoothing = check_open_unit("smoothing", smoothing)
+        self.sharpness_iters = check_int("sharpness_iters", sharpness_iters, low=1)
+        self.sharpness_tol = check_positive("sharpness_tol", sharpness_tol, allow_inf=False)
+        if accumulation_steps is not None:
+            accumulation_steps = check_int("accumulation_steps", accumulation_steps, low=1)
+        seed = check_int("seed", seed, low=0)
+        check_choice("noise_source", noise_source, NOISE_SOURCES)
+        if loss_fn is not None and batch_loss is not None:
+            raise ValueError("pass either loss_fn= or batch_loss=, not both")
+        if batch_loss is not None and not isinstance(batch_loss, BatchLoss):
+            if not callable(batch_loss):
+                raise TypeError(
+                    f"batch_loss must be a BatchLoss or fn(model, batch), got "
+                    f"{type(batch_loss).__name__}"
+                )
+            batch_loss = FunctionLoss(batch_loss)
+        self.batch_loss: BatchLoss = (
+            batch_loss if batch_loss is not None else as_batch_loss(loss_fn)
+        )
+
+        self._ddp: nn.Module | None = None
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            self._ddp, model = model, model.module
+        self.model = model
+        self.optimizer = optimizer
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if not named:
+            raise ValueError(
+                "model has no trainable parameters (requires_grad=True): nothing to measure"
+            )
+        self.names = [n for n, _ in named]
+        self.device = named[0][1].device
+        self.rank, self.world_size = world()
+        wants = set(self.quantities)
+        if "preconditioned_sharpness" in wants and not all(
+            "betas" in g for g in optimizer.param_groups
+        ):
+            raise ValueError(
+                "quantities has 'preconditioned_sharpness', which needs an Adam-family "
+                f"optimizer (param groups with 'betas'), got {type(optimizer).__name__}"
+            )
+        self.noise_source = pick_noise_source(
+            noise_source,
+            wants,
+            self._ddp is not None,
+            probe_batch,
+            accumulation_steps,
+            _probe_later,
+        )
+        if wants & set(PROBED) and probe_batch is None and not _probe_later:
+            needs = sorted(wants & set(PROBED))
+            raise ValueError(f"quantities {needs} need a probe_batch (a fixed batch to evaluate)")
+        self.probe_batch: Any = None
+        if probe_batch is not None:
+            self.set_probe_batch(probe_batch)
+
+        params = [p for _, p in named]
+        self._ema = NoiseEMA(self.smoothing)
+        self._measure = StepMeasure(
+            self.names, params, self.quantities, self.noise_source, self._ddp,
+            self.world_size, self._ema,
+        )  # fmt: skip
+        split_pieces = self.split if self.noise_source == "split" else None
+        self._probe = Probes(
+            model, optimizer, self.batch_loss, self.names, self.quantities, split_pieces,
+            self._ema, self.sharpness_iters, self.sharpness_tol, seed,
+        )  # fmt: skip
+        self._rec = Recorder()
+        self.step = 0
+        self._used_before_step = False
+        if self._measure.want_layers and self._due(1):
+            self._measure.layers.snapshot()
+            self._measure.snapshot_for = 1
+
+    # ------------------------------------------------------------------ set-up
+    def set_probe_batch(self, batch: Any) -> None:
+        """Fix the batch that probes evaluate (a detached copy on the model's device).
+
+        Raises:
+            ValueError: Split noise needs at least ``split`` samples; grad tests two.
+        """
+        size = self.batch_loss.size(batch)
+        if self.noise_source == "split" and size < self.split:
+            raise ValueError(
+                f"probe_batch has {size} samples, fewer than split={self.split} pieces"
+            )
+        if "grad_tests" in self.quantities and size < 2:
+            raise ValueError(f"grad_tests need a probe_batch of >= 2 samples, got {size}")
+        self.probe_batch = _detached(to_device(batch, self.device))
+
+    # ------------------------------------------------------------------ the hooks
+    def _due(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def after_backward(
+        self,
+        loss: torch.Tensor | None = None,
+        *,
+        batch_size: int | None = None,
+        grad_scale: torch.Tensor | float | None = None,
+    ) -> None:
+        """Call after each (micro-batch) ``backward()``; no host sync.
+
+        Args:
+            loss: This micro-batch's loss as computed (not divided by the accumulation
+                count), for ``"loss"``.
+            batch_size: Its number of samples (weights the loss; needed for the noise
+                scale from micro-batches or DDP).
+            grad_scale: The GradScaler scale the loss was multiplied by, if any (a tensor
+                such as ``scaler._get_scale_async()`` keeps it on the device).
+
+        Raises:
+            ValueError: ``batch_size`` is missing where the noise scale needs it.
+        """
+        if (self.step + 1) % self.every == 0:
+            self._measure.after_backward(loss, batch_size, grad_scale)
+
+    def before_step(self) -> None:
+        """Call after unscaling and clipping, before ``optimizer.step()`` (optional: without
+        it, gradients are read in :meth:`after_step`, which must then come before
+        ``zero_grad``, and the snapshot for update norms is taken after the previous step)."""
+        self._used_before_step = True
+        if self._due(self.step + 1):
+            self._measure.before(snapshot=True)
+            self._measure.snapshot_for = self.step + 1
+
+    def after_step(self) -> None:
+        """Call after ``optimizer.step()``; no host sync (probe measurements at their own
+        intervals copy a few values for their convergence tests)."""
+        m = self._measure
+        step = self.step + 1
+        due = self._due(step)
+        if due:
+            m.before(snapshot=False)
+        self.step = step
+        if due:
+            m.record(step, self.optimizer.param_groups[0]["lr"], self._rec)
+        self._run_probes(step)
+        m.reset()
+        if not self._used_before_step and m.want_layers and self._due(step + 1):
+            # No before_step() in this loop: the weights now are the next step's pre-step ones.
+            m.layers.snapshot()
+            m.snapshot_for = step + 1
+
+    def skip_step(self) -> None:
+        """Forget the step in progress (the optimizer skipped it, e.g. a non-finite loss)."""
+        self._measure.reset()
+
+    def _run_probes(self, step: int) -> None:
+        wants = self.quantities
+        jobs = []
+        if step % self.sharpness_every == 0:
+            jobs += [q for q in ("sharpness", "preconditioned_sharpness") if q in wants]
+        if "grad_tests" in wants and step % self.grad_tests_every == 0:
+            jobs.append("grad_tests")
+        split_noise = self.noise_source == "split" and self._due(step)
+        if not (jobs or split_noise) or self.rank != 0 or self.probe_batch is None:
+            return
+        used = float(self._measure.sizes * self.world_size)
+        self._probe.measure(step, self.probe_batch, jobs, split_noise, used, self._rec)
+
+    # ------------------------------------------------------------------ results
+    @property
+    def history(self) -> dict[str, list[tuple[int, float]]]:
+        """Key -> ``[(optimizer step, value), ...]`` of everything flushed so far."""
+        return self._rec.history
+
+    @property
+    def hvp_counts(self) -> list[int]:
+        """Hessian-vector products per sharpness measurement (preconditioned ones apart:
+        :attr:`preconditioned_hvp_counts`)."""
+        return list(self._probe.sharpness.hvp_counts)
+
+    @property
+    def preconditioned_hvp_counts(self) -> list[int]:
+        """Hessian-vector products per preconditioned sharpness measurement."""
+        return list(self._probe.preconditioned.hvp_counts)
+
+    def flush(self) -> None:
+        """Copy every pending value to the host (one transfer); :attr:`history` and
+        :meth:`values` turn the copies into named values when read."""
+        self._rec.flush()
+
+    def values(self) -> dict[str, float]:
+        """Flush, then the latest value of every quantity measured so far."""
+        self.flush()
+        return dict(self._rec.latest)
+
+    def figures(self) -> dict[str, Any]:
+        """The figures of :mod:`optiscope.instruments.plots` for what was measured."""
+        from optiscope.instruments import plots
+
+        return plots.figures(self.history)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data for ``torch.save`` (loads with ``weights_only=True``); flushes first."""
+        self.flush()
+        _ = self._rec.history  # runs the host side, so the moving averages are current
+        return {
+            "step": self.step,
+            "names": list(self.names),
+            "layers": self._measure.layers.state_dict(),
+            "ema": self._ema.state_dict(),
+            "sharpness": self._probe.sharpness.state_dict(),
+            "preconditioned_sharpness": self._probe.preconditioned.state_dict(),
+            "recorder": self._rec.state_dict(),
+            "probe_batch": self.probe_batch,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned.
+
+        Raises:
+            ValueError: The state is for other parameters.
+        """
+        if list(state["names"]) != self.names:
+            raise ValueError(
+                "the instruments state was saved for other parameters: "
+                f"{list(state['names'])[:4]}... vs {self.names[:4]}..."
+            )
+        m = self._measure
+        self.step = int(state["step"])
+        m.layers.load_state_dict(state["layers"])
+        self._ema.load_state_dict(state["ema"])
+        self._probe.sharpness.load_state_dict(state["sharpness"], self.device)
+        self._probe.preconditioned.load_state_dict(state["preconditioned_sharpness"], self.device)
+        self._rec.load_state_dict(state["recorder"])
+        if state["probe_batch"] is not None:
+            self.probe_batch = to_device(state["probe_batch"], self.device)
+        m.reset()
+        if m.want_layers and self._due(self.step + 1):
+            m.layers.snapshot()
+            m.snapshot_for = self.step + 1
+
+
+def _detached(batch: Any) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.detach().clone()
+    if isinstance(batch, dict):
+        return {k: _detached(v) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_detached(v) for v in batch)
+    return batch

@@ -1,0 +1,219 @@
+"""Figures of an :class:`~optiscope.instruments.Instruments` history (matplotlib, lazy).
+
+Each function takes the ``history`` dict (key -> ``[(step, value), ...]``, as
+``Instruments.history`` or the run's ``instruments.json``), returns a matplotlib Figure,
+never blocks (``show=True`` to show) and saves to ``path`` when given.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from optiscope._internal.figures import finish_figure
+
+__all__ = [
+    "distance_figure",
+    "figures",
+    "noise_scale_figure",
+    "sharpness_figure",
+    "update_ratio_heatmap",
+]
+
+History = dict[str, list[tuple[int, float]]]
+
+
+def _series(history: History, key: str) -> tuple[list[int], list[float]]:
+    pairs = history.get(key, [])
+    return [int(s) for s, _ in pairs], [float(v) for _, v in pairs]
+
+
+def _require(history: History, key: str, what: str) -> None:
+    if not history.get(key):
+        raise ValueError(f"history has no {key!r} values: measure {what!r} to draw this figure")
+
+
+def _axes(ax: Any, figsize: tuple[float, float]) -> tuple[Any, Any]:
+    if ax is not None:
+        return ax.figure, ax
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=figsize)
+    return fig, ax
+
+
+def sharpness_figure(
+    history: History,
+    *,
+    ax: Any = None,
+    path: str | os.PathLike | None = None,
+    show: bool = False,
+) -> Any:
+    """Sharpness against its stability threshold (and the preconditioned pair, if any).
+
+    Log scale. Edge of stability: under gradient descent the sharpness rises until it
+    reaches 2/lr and then hovers there (Cohen et al. 2021); for Adam the preconditioned
+    sharpness hovers at ``(2 + 2 beta1) / ((1 - beta1) lr)`` (Cohen et al. 2022).
+
+    Raises:
+        ValueError: The history has neither sharpness.
+
+    Example:
+        >>> h = {"sharpness": [(16, 3.0), (32, 9.0)],
+        ...      "sharpness_threshold": [(16, 20.0), (32, 20.0)]}
+        >>> len(sharpness_figure(h).axes[0].lines)
+        2
+    """
+    if not history.get("sharpness") and not history.get("preconditioned_sharpness"):
+        _require(history, "sharpness", "sharpness")
+    fig, ax = _axes(ax, (7, 4.5))
+    pairs = (
+        ("sharpness", "sharpness_threshold", "sharpness", "threshold (2/lr)", "C0"),
+        (
+            "preconditioned_sharpness",
+            "preconditioned_threshold",
+            "preconditioned sharpness",
+            "preconditioned threshold",
+            "C1",
+        ),
+    )
+    for key, thr, label, thr_label, color in pairs:
+        if history.get(key):
+            ax.plot(*_series(history, key), color=color, marker=".", label=label)
+        if history.get(thr):
+            ax.plot(*_series(history, thr), color=color, linestyle="--", label=thr_label)
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("top Hessian eigenvalue")
+    ax.set_title("Sharpness and the stability threshold")
+    ax.legend()
+    return finish_figure(fig, path, show)
+
+
+def noise_scale_figure(
+    history: History,
+    *,
+    ax: Any = None,
+    path: str | os.PathLike | None = None,
+    show: bool = False,
+) -> Any:
+    """The smoothed simple noise scale (~ critical batch size) with the batch size used.
+
+    Batches far below the noise scale waste steps (more samples per step would help
+    almost linearly); far above it they waste compute (McCandlish et al. 2018).
+
+    Raises:
+        ValueError: The history has no noise scale.
+
+    Example:
+        >>> h = {"noise_scale": [(1, 50.0), (2, 60.0)], "batch_size": [(1, 32.0), (2, 32.0)]}
+        >>> len(noise_scale_figure(h).axes[0].lines)
+        2
+    """
+    _require(history, "noise_scale", "noise_scale")
+    fig, ax = _axes(ax, (7, 4.5))
+    steps, values = _series(history, "noise_scale")
+    ax.plot(steps, values, label="noise scale B_simple (~ critical batch size)")
+    if history.get("batch_size"):
+        ax.plot(*_series(history, "batch_size"), linestyle="--", color="k", label="batch size")
+    if all(v > 0 for v in values):
+        ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("samples")
+    ax.set_title("Gradient noise scale")
+    ax.legend()
+    return finish_figure(fig, path, show)
+
+
+def update_ratio_heatmap(
+    history: History,
+    *,
+    ax: Any = None,
+    path: str | os.PathLike | None = None,
+    show: bool = False,
+) -> Any:
+    """log10 of each parameter tensor's update-to-weight ratio over steps (a heatmap).
+
+    A common rule of thumb is a ratio near 1e-3 per step; layers far above it move too
+    fast, far below barely train.
+
+    Raises:
+        ValueError: The history has no per-layer update ratios.
+
+    Example:
+        >>> h = {"layers/w/update_ratio": [(1, 1e-3), (2, 2e-3)],
+        ...      "layers/b/update_ratio": [(1, 1e-2), (2, 1e-2)]}
+        >>> update_ratio_heatmap(h).axes[0].get_ylabel()
+        'parameter'
+    """
+    keys = [k for k in history if k.startswith("layers/") and k.endswith("/update_ratio")]
+    if not keys or not any(history[k] for k in keys):
+        raise ValueError("history has no 'layers/<name>/update_ratio' values: measure 'layers'")
+    import numpy as np
+
+    steps = sorted({int(s) for k in keys for s, _ in history[k]})
+    col = {s: i for i, s in enumerate(steps)}
+    grid = np.full((len(keys), len(steps)), np.nan)
+    for row, k in enumerate(keys):
+        for s, v in history[k]:
+            grid[row, col[int(s)]] = math.log10(v) if v > 0 and math.isfinite(v) else np.nan
+    fig, ax = _axes(ax, (8, max(2.5, 0.3 * len(keys) + 1.5)))
+    image = ax.imshow(
+        grid,
+        aspect="auto",
+        interpolation="nearest",
+        cmap="viridis",
+        extent=(steps[0] - 0.5, steps[-1] + 0.5, len(keys) - 0.5, -0.5),
+    )
+    ax.set_yticks(range(len(keys)))
+    ax.set_yticklabels([k[len("layers/") : -len("/update_ratio")] for k in keys], fontsize=7)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("parameter")
+    ax.set_title("Update / weight norm ratio (log10)")
+    fig.colorbar(image, ax=ax, label="log10 ratio")
+    return finish_figure(fig, path, show)
+
+
+def distance_figure(
+    history: History,
+    *,
+    ax: Any = None,
+    path: str | os.PathLike | None = None,
+    show: bool = False,
+) -> Any:
+    """Distance of the weights from their initial values, ``|w - w_init|``, over steps.
+
+    Raises:
+        ValueError: The history has no distance.
+
+    Example:
+        >>> len(distance_figure({"distance": [(1, 0.1), (2, 0.3)]}).axes[0].lines)
+        1
+    """
+    _require(history, "distance", "distance")
+    fig, ax = _axes(ax, (7, 4.5))
+    ax.plot(*_series(history, "distance"))
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("|w - w_init|")
+    ax.set_title("Distance from initialisation")
+    return finish_figure(fig, path, show)
+
+
+def figures(history: History) -> dict[str, Any]:
+    """``{"sharpness", "noise_scale", "update_ratios", "distance"}`` for what was measured.
+
+    Example:
+        >>> sorted(figures({"distance": [(1, 0.1)]}))
+        ['distance']
+    """
+    out: dict[str, Any] = {}
+    if history.get("sharpness") or history.get("preconditioned_sharpness"):
+        out["sharpness"] = sharpness_figure(history)
+    if history.get("noise_scale"):
+        out["noise_scale"] = noise_scale_figure(history)
+    if any(k.endswith("/update_ratio") and v for k, v in history.items()):
+        out["update_ratios"] = update_ratio_heatmap(history)
+    if history.get("distance"):
+        out["distance"] = distance_figure(history)
+    return out

@@ -1,0 +1,115 @@
+"""Bad arguments fail at construction with the parameter named; plots need their keys."""
+
+from __future__ import annotations
+
+import matplotlib
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from optiscope.instruments import QUANTITIES, Instruments, plots
+from tests.instruments._helpers import data, mlp
+
+matplotlib.use("Agg")
+
+
+def _make(**kw):
+    model = mlp()
+    return Instruments(model, torch.optim.SGD(model.parameters(), lr=0.1), **kw)
+
+
+@settings(max_examples=25, deadline=None)
+@given(name=st.text(min_size=1, max_size=12).filter(lambda s: s not in QUANTITIES))
+def test_unknown_quantity(name):
+    with pytest.raises(ValueError, match="unknown quantity"):
+        _make(quantities=[name])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    key=st.sampled_from(["every", "sharpness_every", "grad_tests_every", "sharpness_iters"]),
+    value=st.integers(max_value=0),
+)
+def test_interval_below_one(key, value):
+    with pytest.raises(ValueError, match=key):
+        _make(**{key: value})
+
+
+@pytest.mark.parametrize(
+    ("kw", "error", "match"),
+    [
+        ({"every": 1.5}, TypeError, "every"),
+        ({"every": True}, TypeError, "every"),
+        ({"quantities": "loss"}, TypeError, "quantities"),
+        ({"quantities": []}, ValueError, "quantities"),
+        ({"smoothing": 1.0}, ValueError, "smoothing"),
+        ({"split": 1}, ValueError, "split"),
+        ({"noise_source": "nccl"}, ValueError, "noise_source"),
+        ({"quantities": ["noise_scale"]}, ValueError, "second batch size"),
+        ({"quantities": ["noise_scale"], "noise_source": "ddp"}, ValueError, "DistributedData"),
+        ({"quantities": ["noise_scale"], "noise_source": "split"}, ValueError, "probe_batch"),
+        (
+            {
+                "quantities": ["noise_scale"],
+                "noise_source": "micro_batches",
+                "accumulation_steps": 1,
+            },
+            ValueError,
+            "accumulation_steps",
+        ),
+        ({"quantities": ["sharpness"]}, ValueError, "probe_batch"),
+        ({"quantities": ["grad_tests"]}, ValueError, "probe_batch"),
+        ({"quantities": ["preconditioned_sharpness"], "probe_batch": data(4)}, ValueError, "Adam"),
+        (
+            {"loss_fn": torch.nn.functional.mse_loss, "batch_loss": lambda m, b: 0},
+            ValueError,
+            "loss_fn",
+        ),
+        ({"batch_loss": 3}, TypeError, "batch_loss"),
+        ({"quantities": ["grad_tests"], "probe_batch": data(1)}, ValueError, "2 samples"),
+    ],
+)
+def test_bad_arguments(kw, error, match):
+    with pytest.raises(error, match=match):
+        _make(**kw)
+
+
+def test_no_trainable_parameters():
+    model = mlp().requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        Instruments(
+            model,
+            torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1),
+            ["sharpness"],
+            probe_batch=data(4),
+        )
+    with pytest.raises(TypeError, match="model"):
+        Instruments("net", torch.optim.SGD(mlp().parameters(), lr=0.1))
+
+
+def test_plots_draw_what_was_measured_and_refuse_the_rest():
+    h = {
+        "sharpness": [(2, 1.0), (4, 5.0)],
+        "sharpness_threshold": [(2, 20.0), (4, 20.0)],
+        "noise_scale": [(1, 30.0), (2, 40.0)],
+        "batch_size": [(1, 16.0), (2, 16.0)],
+        "layers/a/update_ratio": [(1, 1e-3), (2, float("nan"))],
+        "layers/b/update_ratio": [(1, 1e-2), (2, 1e-4)],
+        "distance": [(1, 0.1), (2, 0.2)],
+    }
+    figs = plots.figures(h)
+    assert sorted(figs) == ["distance", "noise_scale", "sharpness", "update_ratios"]
+    grid = figs["update_ratios"].axes[0].images[0].get_array()
+    assert grid.shape == (2, 2) and grid[0, 0] == pytest.approx(-3.0) and grid.mask[0, 1]
+    line = figs["sharpness"].axes[0].lines[1]
+    assert list(line.get_ydata()) == [20.0, 20.0]
+    for fn in (
+        plots.sharpness_figure,
+        plots.noise_scale_figure,
+        plots.update_ratio_heatmap,
+        plots.distance_figure,
+    ):
+        with pytest.raises(ValueError, match="history has no"):
+            fn({})
+    assert plots.figures({}) == {}
