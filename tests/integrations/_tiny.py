@@ -31,7 +31,12 @@ def tiny_gpt2(seed: int = 0) -> torch.nn.Module:
     cfg = GPT2Config(vocab_size=VOCAB, n_positions=16, n_embd=32, n_layer=2, n_head=2,
                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                      bos_token_id=0, eos_token_id=0)  # fmt: skip
-    return GPT2LMHeadModel(cfg)
+    model = GPT2LMHeadModel(cfg)
+    # transformers 5.25 derives loss_type from the class name, which for GPT2LMHeadModel
+    # matches no loss; the Trainer then counts num_items_in_batch over unshifted labels
+    # and every loss and gradient comes out (T - 1) / T too small. Naming it fixes that.
+    model.loss_type = "ForCausalLM"
+    return model
 
 
 def tiny_bert(seed: int = 0) -> torch.nn.Module:
@@ -58,3 +63,13 @@ QUICK_ANALYSIS = {
     "max_batches": 2,
     "name": "tiny",
 }
+
+
+def same_history(a: dict, b: dict) -> None:
+    """Two instrument histories are equal, bit for bit (NaN equal to NaN)."""
+    import numpy as np
+
+    assert sorted(a) == sorted(b)
+    for key in a:
+        assert [s for s, _ in a[key]] == [s for s, _ in b[key]], key
+        np.testing.assert_array_equal([v for _, v in a[key]], [v for _, v in b[key]], err_msg=key)
