@@ -365,3 +365,21 @@ def test_a_second_fit_with_the_same_instruments_is_refused(tmp_path):
     with pytest.raises(ValueError, match="new OptiscopeCallback"):
         _trainer(tmp_path, [cb], max_steps=1, logger=False).fit(Linear(),
                                                                 DataLoader(_regression()))
+
+
+def test_instruments_are_copied_at_log_points_and_logged_at_their_steps(tmp_path, monkeypatch):
+    from optiscope.instruments import Instruments
+
+    flushes = []
+    flush = Instruments.flush
+    monkeypatch.setattr(Instruments, "flush", lambda self: flushes.append(self.step) or flush(self))
+    cb = OptiscopeCallback(instruments=["loss", "grad_norm"])
+    trainer = _trainer(tmp_path, [cb], max_steps=6, log_every_n_steps=4)
+    trainer.fit(Linear(), DataLoader(_regression(), batch_size=8))
+    assert flushes == [4, 6]  # the log point at step 4 and the end of training
+    rows = list(csv.DictReader(open(Path(trainer.logger.log_dir) / "metrics.csv")))
+    logged = {int(r["step"]): float(r["optiscope/instruments/loss"])
+              for r in rows if r.get("optiscope/instruments/loss")}  # fmt: skip
+    # Copied at step 4 and at the end, each value under the step it was measured at.
+    assert logged == pytest.approx(dict(cb.instruments.history["loss"]))
+    assert sorted(logged) == [1, 2, 3, 4, 5, 6]

@@ -84,6 +84,7 @@ class LoopParts:
         self.log_every = None if log_every is None else check_positive_int("log_every", log_every)
         self.instruments: Any = None
         self._pending_instruments: dict[str, Any] | None = None
+        self._logged_step = 0  # the last instrument step handed to the loggers
 
     # -- instruments --------------------------------------------------------------------
 
@@ -108,19 +109,7 @@ class LoopParts:
         if self._pending_instruments is not None:
             self.instruments.load_state_dict(self._pending_instruments)
             self._pending_instruments = None
-
-    def instrument_log_due(self) -> bool:
-        """Whether the instruments measured something at the step just taken."""
-        inst = self.instruments
-        if inst is None:
-            return False
-        every = [inst.every]
-        q = set(inst.quantities)
-        if q & {"sharpness", "preconditioned_sharpness"}:
-            every.append(inst.sharpness_every)
-        if "grad_tests" in q:
-            every.append(inst.grad_tests_every)
-        return any(inst.step % e == 0 for e in every)
+        self._logged_step = self.instruments.step
 
     # -- the per-step hooks -------------------------------------------------------------
 
@@ -153,15 +142,21 @@ class LoopParts:
             return {}
         return {f"clip/{k}": v for k, v in self.clip.flush().items()}
 
-    def instrument_values(self) -> dict[str, float]:
-        """What the instruments measured at the step just taken (host copy), keys under
-        ``instruments/``; a quantity measured at an earlier step is not logged again."""
+    def instrument_values(self) -> dict[int, dict[str, float]]:
+        """What the instruments measured since the last call, by step (one host copy),
+        keys under ``instruments/``; called at log points only."""
         inst = self.instruments
-        if inst is None:
+        if inst is None or inst.step <= self._logged_step:
             return {}
         inst.flush()
-        return {f"instruments/{k}": series[-1][1] for k, series in inst.history.items()
-                if series and series[-1][0] == inst.step}  # fmt: skip
+        by_step: dict[int, dict[str, float]] = {}
+        for key, series in inst.history.items():
+            for step, value in reversed(series):
+                if step <= self._logged_step:
+                    break
+                by_step.setdefault(step, {})[f"instruments/{key}"] = value
+        self._logged_step = inst.step
+        return dict(sorted(by_step.items()))
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -196,6 +191,7 @@ class LoopParts:
         if "instruments" in state:
             if self.instruments is not None:
                 self.instruments.load_state_dict(state["instruments"])
+                self._logged_step = self.instruments.step
             else:
                 self._pending_instruments = state["instruments"]
 

@@ -86,8 +86,9 @@ class OptiscopeCallback(pl.Callback):
       Its record (norm before and after, clipped or not) is logged every ``log_every``
       optimizer steps under ``optiscope/clip/...``.
     - **Instruments**: built on the module and its optimizer at the first training
-      batch (that batch is the probe batch unless one is given); logged under
-      ``optiscope/instruments/...`` at their own intervals.
+      batch (that batch is the probe batch unless one is given); at each log point
+      every value measured since the last one is logged under
+      ``optiscope/instruments/...`` with the step it was measured at.
     - **Analysis**: at the end of ``fit``, on global rank 0, landscape and curvature on
       the first ``max_batches`` training batches, and ``report.html`` in ``run_dir``;
       the module (weights, buffers, modes, RNG states) is left exactly as trained.
@@ -245,20 +246,20 @@ class OptiscopeCallback(pl.Callback):
         if self.parts.instruments is not None and not self._stepped:
             self.parts.after_step(skipped=True)  # the GradScaler skipped optimizer.step()
         self._stepped = False
-        values: dict[str, float] = {}
         every = self.parts.log_every or trainer.log_every_n_steps
-        if step % every == 0:
-            values.update(self.parts.clip_values())
-        if self.parts.instrument_log_due():
-            values.update(self.parts.instrument_values())
-        self._log(trainer, values)
+        if step % every == 0:  # a log point: the one host copy of the interval
+            self._log(trainer)
 
-    def _log(self, trainer: pl.Trainer, values: dict[str, float]) -> None:
-        if not values:
-            return
-        metrics = {f"optiscope/{k}": v for k, v in values.items()}
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
+    def _log(self, trainer: pl.Trainer) -> None:
+        # Each instrument value under the step it was measured at, the clip record now.
+        rows = self.parts.instrument_values()
+        clip = self.parts.clip_values()
+        if clip:
+            rows.setdefault(trainer.global_step, {}).update(clip)
+        for step, values in rows.items():
+            metrics = {f"optiscope/{k}": v for k, v in values.items()}
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=step)
 
     # -- end of fit -----------------------------------------------------------------------
 
@@ -266,7 +267,7 @@ class OptiscopeCallback(pl.Callback):
         if self._post_hook is not None:
             self._post_hook.remove()
             self._post_hook = None
-        self._log(trainer, self.parts.clip_values())
+        self._log(trainer)
         options = self.parts.analysis
         if options is None or not trainer.is_global_zero:
             return

@@ -44,8 +44,9 @@ class OptiscopeCallback(TrainerCallback):
       of 1.0, so ``TrainingArguments(max_grad_norm=0)`` is required with a clipper.
     - **Instruments**: built on the model and optimizer at the first training batch (its
       probe batch is the first batch of the train dataloader unless one is given).
-    - **Logging**: the clip record every ``log_every`` optimizer steps (default the
-      Trainer's ``logging_steps``) and the instruments at their intervals, with
+    - **Logging**: every ``log_every`` optimizer steps (default the Trainer's
+      ``logging_steps``) the clip record and the latest value of each instrument
+      quantity measured since the last log point, with
       ``trainer.log`` (so every ``report_to`` integration and ``state.log_history`` get
       them) under ``optiscope/...``; that needs the trainer, hence :meth:`attach`.
     - **Analysis**: at ``on_train_end``, on the main process, landscape and curvature on
@@ -203,12 +204,17 @@ class OptiscopeCallback(TrainerCallback):
         self.parts.after_step(skipped=skipped)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        values: dict[str, float] = {}
         every = self.parts.log_every or max(int(state.logging_steps or 1), 1)
-        if state.global_step % every == 0:
-            values.update(self.parts.clip_values())
-        if self.parts.instrument_log_due():
-            values.update(self.parts.instrument_values())
+        if state.global_step % every == 0:  # a log point: the one host copy of the interval
+            self._log(control)
+
+    def _log(self, control: Any) -> None:
+        # Trainer.log logs at the current step: the latest value of each quantity measured
+        # since the last log point (the instruments' history keeps every step).
+        values: dict[str, float] = {}
+        for row in self.parts.instrument_values().values():
+            values.update(row)
+        values.update(self.parts.clip_values())
         if values:
             # Trainer.log's on_log clears control.should_log; the Trainer's own log of this
             # step (decided before this hook) must still happen.
@@ -246,6 +252,7 @@ class OptiscopeCallback(TrainerCallback):
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+        self._log(control)  # what the last log point did not see
         options = self.parts.analysis
         if options is None or not state.is_world_process_zero:
             return
