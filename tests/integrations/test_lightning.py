@@ -274,6 +274,12 @@ def test_bad_arguments():
         OptiscopeCallback(analysis=True)
     with pytest.raises(ValueError, match="plane_points"):
         OptiscopeCallback(analysis={"landscape": {"plane_points": 1}}, run_dir=".")
+    with pytest.raises(ValueError, match="unknown"):
+        OptiscopeCallback(instruments=["loss", "sharpnes"])
+    with pytest.raises(ValueError, match="every"):
+        OptiscopeCallback(instruments={"quantities": ["loss"], "every": 0})
+    with pytest.raises(ValueError, match="set by the callback"):
+        OptiscopeCallback(instruments={"loss_fn": torch.nn.MSELoss()})
     with pytest.raises(ValueError, match="interval"):
         schedule_config(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1), SCHEDULE,
                         interval="batch")  # fmt: skip

@@ -76,6 +76,12 @@ class LoopParts:
         self.clipper = as_clipper(clipper)
         self.clip = None if self.clipper is None else ClipStep(self.clipper)
         self.instrument_options = _instrument_options(instruments)
+        if self.instrument_options is not None:
+            from optiscope.instruments import InstrumentsCallback
+
+            # Raises what Instruments would raise at the first batch (unknown quantity,
+            # bad interval, ...), now: errors at construction.
+            InstrumentsCallback(**self.instrument_options)
         self.analysis: AnalysisOptions | None = analysis_options(analysis)
         if self.analysis is not None and run_dir is None:
             raise ValueError("run_dir is needed when analysis is on: the report is written there")
