@@ -31,7 +31,22 @@ EXPECTED_FIGURES = {
     "landscape_surface.plotly.json",
     "trajectory_pca.png",
     "hessian_top_direction.png",
+    "instruments_sharpness.png",
+    "instruments_noise.png",
+    "instruments_updates.png",
+    "instruments_distance.png",
 }
+
+# Every instrument the 2-process run can have: per-step quantities on every rank, the
+# noise scale from each rank's gradient against the all-reduced one (noise_source =
+# "auto" finds DDP), probes and the history file on rank 0.
+INSTRUMENTS = """
+[instruments]
+enabled = true
+quantities = ["loss", "grad_norm", "layers", "distance", "noise_scale", "sharpness",
+              "preconditioned_sharpness"]
+sharpness_every = 4
+"""
 
 
 class _Tags(HTMLParser):
@@ -66,7 +81,7 @@ def trained(cli, tmp_path_factory) -> SimpleNamespace:
     """
     root = tmp_path_factory.mktemp("trained")
     text = cli.replace_in(cli.tiny, 'name = "tiny"', f"name = {json.dumps(cli.hostile)}")
-    config = cli.write_config(root, text)
+    config = cli.write_config(root, text + INSTRUMENTS)
     proc = cli.run(["train", "--config", str(config), "--out-dir", str(root / "runs")], nproc=2)
     return SimpleNamespace(proc=proc, config=config, root=root, run_dir=root / "runs" / cli.hostile)
 
@@ -96,6 +111,26 @@ def test_train_writes_the_whole_run_directory(trained) -> None:
     assert sum(size for _, _, size in layers.values()) == summary["parameters"] == 1210
     assert all(top > 0 and math.isfinite(trace) for top, trace, _ in layers.values())
     assert "LinearWarmup" in summary["schedule"] and "NormClip" in summary["clipping"]
+
+
+def test_rank_0_writes_the_instruments_history_with_the_ddp_noise_scale(trained) -> None:
+    assert trained.proc.returncode == 0, trained.proc.stderr[-3000:]
+    run = trained.run_dir
+    h = json.loads((run / "instruments.json").read_text())["history"]
+    n = 3 * STEPS_PER_EPOCH
+    # Distance after the last step: |w_final - w_init| from last.pt and the epoch-0 snapshot.
+    init = torch.load(run / "trajectory" / "epoch_0000.pt", weights_only=True)
+    final = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    ref = torch.cat([(final[k] - v).flatten() for k, v in init.items()]).norm().item()
+    assert h["distance"][-1] == [n, pytest.approx(ref, rel=1e-5)]
+    assert [s for s, _ in h["loss"]] == list(range(1, n + 1))
+    # The large batch is both ranks' 128 (the last of each epoch: 2 x 79 of 719 per rank).
+    assert [v for _, v in h["batch_size"]] == ([256.0] * 5 + [158.0]) * 3
+    assert len(h["noise_scale"]) == n and all(math.isfinite(v) for _, v in h["noise_scale"])
+    assert [s for s, _ in h["sharpness"]] == list(range(4, n + 1, 4))
+    assert [s for s, _ in h["preconditioned_sharpness"]] == list(range(4, n + 1, 4))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["final distance from init"] == pytest.approx(ref, rel=1e-5)
 
 
 def test_applied_learning_rates_and_clip_flags_follow_the_config(trained) -> None:
@@ -320,8 +355,11 @@ def test_demo_quick_run_prints_the_report_path(cli, tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = tmp_path / "smoke" / "report.html"
     assert proc.stdout.strip().splitlines()[-1] == f"report: {report}"
-    assert EXPECTED_FIGURES <= {p.name for p in (tmp_path / "smoke" / "figures").iterdir()}
+    figures = {p.name for p in (tmp_path / "smoke" / "figures").iterdir()}
+    # The demo accumulates two micro-batches, which the noise scale reads.
+    assert EXPECTED_FIGURES <= figures
     summary = json.loads((tmp_path / "smoke" / "summary.json").read_text())
+    assert summary["final critical batch size"] is not None
     assert summary["epochs"] == 2 and "WarmupCosineSchedule" in summary["schedule"]
     # The README's listing of runs/demo/ is exactly what the demo writes.
     listed = set(_readme_run_dir_listing())

@@ -142,3 +142,28 @@ def test_thresholds_follow_the_optimizer():
     nesterov = torch.optim.SGD(p, lr=0.1, momentum=0.5, nesterov=True)
     assert sharpness_threshold(nesterov) == 3.0 / (0.1 * 2.0)
     assert preconditioned_threshold(torch.optim.AdamW(p, lr=1e-3)) == pytest.approx(38 / 1e-3)
+
+
+def test_hessian_only_probes_leave_model_and_rng_bit_identical():
+    # Sharpness alone saves only modes, buffers and RNG: parameters and .grad must come
+    # back untouched by construction (BatchNorm in train mode, gradients present).
+    from tests.zoo._registry import ZOO
+
+    member = next(z for z in ZOO if z.name == "resnet")
+    model = member.model()
+    model.train()
+    batch = member.batch()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    member.loss_fn(model(batch[0]), batch[1]).backward()
+    opt.step()
+    inst = Instruments(
+        model, opt, ["sharpness", "preconditioned_sharpness"], sharpness_every=1,
+        probe_batch=batch, loss_fn=member.loss_fn, sharpness_iters=4,
+    )  # fmt: skip
+    before = state_of(model)
+    rng = torch.get_rng_state()
+    inst._run_probes(1)
+    assert_same_state(state_of(model), before)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(m.training for m in model.modules())
+    assert len(inst.hvp_counts) == len(inst.preconditioned_hvp_counts) == 1

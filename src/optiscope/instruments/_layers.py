@@ -39,12 +39,13 @@ class LayerNorms:
             self.distance = [torch.zeros_like(p) for p in params] if initial else []
         self.distance_at = 0  # the step whose weights the distance buffers hold
 
-    @torch.no_grad()
     def grad_norms(self) -> list[torch.Tensor] | None:
         """0-d norms of the current gradients (0 where a parameter has none), read now so
         that ``zero_grad`` or an optimizer writing ``.grad`` cannot change them; None when
-        no parameter has a gradient."""
+        no parameter has a gradient. Call under ``torch.no_grad()``."""
         grads = [p.grad for p in self.params]
+        if None not in grads:
+            return list(torch._foreach_norm(grads))
         if all(g is None for g in grads):
             return None
         have = [g for g in grads if g is not None]
@@ -52,16 +53,15 @@ class LayerNorms:
         zero = torch.zeros((), device=self.params[0].device)
         return [zero if g is None else next(norms) for g in grads]
 
-    @torch.no_grad()
     def snapshot(self) -> None:
         """Copy the current weights into the snapshot buffers."""
-        torch._foreach_copy_(self.buffers, self.params)
+        with torch.no_grad():
+            torch._foreach_copy_(self.buffers, self.params)
 
-    @torch.no_grad()
     def norms(self, step: int, weights: bool, update: bool, distance: bool) -> list[torch.Tensor]:
         """0-d norms, in this order: weights, ``w - snapshot``, ``w - w_init`` (each set
         present when asked for), from one foreach kernel. The snapshot buffers are
-        overwritten by the update (``w_before - w_after``)."""
+        overwritten by the update (``w_before - w_after``). Call under ``torch.no_grad()``."""
         tensors: list[torch.Tensor] = []
         if weights:
             tensors += self.params

@@ -3,17 +3,21 @@
 Each runs on the fixed probe batch at the weights after the step, in eval mode (dropout
 off, BatchNorm on its running statistics: deterministic, and per-sample gradients stay
 independent), inside :func:`~optiscope._internal.restore.preserved` with the RNG states,
-so parameters, gradients, buffers, train/eval modes and RNG come back bit-for-bit.
+so parameters, gradients, buffers, train/eval modes and RNG come back bit-for-bit. The
+Hessian probes alone (sharpness, preconditioned sharpness) never write parameters or
+gradients, so at their steps only modes, buffers and RNG states are saved and put back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
-from optiscope._internal.restore import preserved
+from optiscope._internal.restore import RNGState, preserved
 from optiscope.batch_loss import BatchLoss
 from optiscope.instruments._grad_tests import GRAD_TESTS, _slice, gradient_tests
 from optiscope.instruments._noise import NoiseEMA, noise_estimates, split_gradient_norms
@@ -26,6 +30,37 @@ from optiscope.instruments._sharpness import (
 )
 
 __all__ = ["Probes"]
+
+_HESSIAN_ONLY = ("sharpness", "preconditioned_sharpness")
+
+
+@contextmanager
+def _modes_rng_buffers(model: nn.Module) -> Iterator[None]:
+    """Put back train/eval modes, RNG states and buffers (bit-for-bit, also on error).
+
+    Enough for the Hessian probes: they differentiate fresh detached leaves with
+    ``torch.autograd.grad``, so parameters and ``.grad`` are never written, and a full
+    :func:`~optiscope._internal.restore.preserved` (a copy of every weight and gradient
+    per measurement) would only add cost. Buffers are still kept, for modules that
+    write them even in eval mode.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    buffers = [(m, name, b.clone()) for m in model.modules()
+               for name, b in m._buffers.items() if b is not None]  # fmt: skip
+    rng = RNGState.capture()
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, name, value in buffers:
+                current = m._buffers.get(name)
+                if current is not None and current.shape == value.shape:
+                    current.copy_(value)
+                else:
+                    m._buffers[name] = value
+        for m, training in modes:
+            m.training = training
+        rng.restore()
 
 
 class Probes:
@@ -66,7 +101,8 @@ class Probes:
         """Run ``jobs`` (and the split noise scale) and queue the results for ``step``."""
         host: dict[str, float] = {}
         tensors: list[torch.Tensor] = []
-        with preserved(self.model, rng=True):
+        light = not split_noise and all(j in _HESSIAN_ONLY for j in jobs)
+        with _modes_rng_buffers(self.model) if light else preserved(self.model, rng=True):
             self.model.eval()
             if "sharpness" in jobs:
                 host["sharpness"] = self.sharpness.measure(self.model, probe)[0]

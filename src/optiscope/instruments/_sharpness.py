@@ -1,8 +1,9 @@
 """Sharpness (top Hessian eigenvalue) on a fixed probe batch, warm-started between steps.
 
-Each measurement builds a :class:`~optiscope.curvature.HessianOperator` on the probe batch
-(its graph cached, so every product after the first is one double backward) and runs
-Lanczos with full reorthogonalisation from the previous measurement's top eigenvector.
+Each measurement builds the probe loss's gradient graph once
+(:class:`~optiscope.instruments._eigen.ProbeHessian`, so every product is one double
+backward) and runs Lanczos with full reorthogonalisation, in a basis buffer reused
+across measurements, from the previous measurement's top eigenvector.
 Between nearby steps the eigenvector moves little, so the stop (the top Ritz value
 settles, or its residual ``||H v - lambda v||`` falls below ``tol * lambda``) comes after
 a few products instead of the ~10-20 a random start needs;
@@ -22,15 +23,13 @@ momentum ``beta`` moves it to ``(2 + 2 beta) / eta``, Nesterov momentum to
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from optiscope.batch_loss import BatchLoss
-from optiscope.curvature._hvp import HessianOperator
-from optiscope.curvature._lanczos import Lanczos
+from optiscope.instruments._eigen import Basis, ProbeHessian, top_eigenpair
 
 __all__ = [
     "SharpnessTracker",
@@ -108,58 +107,6 @@ def adam_preconditioner(
     return torch.cat(parts)
 
 
-@dataclass
-class _Scaled:
-    """``D H D`` for a diagonal ``D`` as the operator Lanczos needs (matvec, size, dtype)."""
-
-    op: HessianOperator
-    d: torch.Tensor
-
-    @property
-    def numel(self) -> int:
-        return self.op.numel
-
-    @property
-    def device(self) -> torch.device:
-        return self.op.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.op.dtype
-
-    def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        return self.d * self.op.matvec(self.d * v)
-
-
-def top_eigenpair(
-    op: Any, start: torch.Tensor, max_iter: int, tol: float, generator: torch.Generator
-) -> tuple[float, torch.Tensor, float, int]:
-    """Largest eigenvalue of a symmetric operator by Lanczos: ``(value, unit vector,
-    residual, products)``.
-
-    Stops when the top Ritz value's residual ``|beta_m s_m|`` or its change from the
-    previous step is at most ``tol`` times its size (the change rule is PyHessian's and
-    Cockpit's, on Lanczos' monotone Ritz values; it stops early on clustered top
-    eigenvalues, whose residuals fall slowly while the value is already settled).
-    """
-    steps = min(max_iter, op.numel)
-    lz = Lanczos(op.matvec, start, generator, steps)
-    prev: float | None = None
-    while True:
-        lz.step()
-        T, beta = lz.tridiagonal()
-        theta, S = torch.linalg.eigh(T)
-        top, residual = float(theta[-1]), float(abs(beta * S[-1, -1]))
-        scale = max(abs(top), 1e-30)
-        settled = prev is not None and abs(top - prev) <= tol * scale
-        if lz.steps >= steps or residual <= tol * scale or settled:
-            break
-        prev = top
-    Q = lz.basis()
-    vector = S[:, -1].to(device=Q.device, dtype=Q.dtype) @ Q
-    return top, (vector / torch.linalg.vector_norm(vector)).detach(), residual, lz.steps
-
-
 class SharpnessTracker:
     """Top eigenvalue of ``H`` (or ``P^-1/2 H P^-1/2``) on one probe batch, warm-started.
 
@@ -182,6 +129,8 @@ class SharpnessTracker:
         self.generator: torch.Generator | None = None
         self.vector: torch.Tensor | None = None  # the last top eigenvector (warm start)
         self.hvp_counts: list[int] = []
+        self._op: ProbeHessian | None = None
+        self._basis = Basis()  # the Lanczos vectors, reused by every measurement
 
     def measure(
         self, model: nn.Module, probe: Any, scale: torch.Tensor | None = None
@@ -192,23 +141,38 @@ class SharpnessTracker:
         backward per Hessian-vector product; copies the small tridiagonal to the host
         once per Lanczos step (so this is a host sync, at its own interval).
         """
-        op = HessianOperator(model, self.batch_loss, [probe], params=self.names, cache=True)
+        op = self._operator(model)
         if self.generator is None:
             self.generator = torch.Generator(device=op.device)
             self.generator.manual_seed(self.seed)
-        target: Any = op if scale is None else _Scaled(op, scale.to(op.device, op.dtype))
+        matvec = op.matvec
+        if scale is not None:
+            d = scale.to(op.device, op.dtype)
+
+            def matvec(v: torch.Tensor) -> torch.Tensor:  # D H D, same spectrum as P^-1 H
+                return d * op.matvec(d * v)
+
         start = self.vector
         if start is None:
             start = torch.randn(
                 op.numel, generator=self.generator, device=op.device, dtype=op.dtype
             )
-        top, vector, residual, iters = top_eigenpair(
-            target, start.clone(), self.max_iter, self.tol, self.generator
-        )
-        op.clear_cache()
+        op.build(probe)
+        try:
+            top, vector, residual, iters = top_eigenpair(
+                matvec, start, self.max_iter, self.tol, self.generator, self._basis
+            )
+        finally:
+            op.clear()
         self.vector = vector
         self.hvp_counts.append(iters)
         return top, residual / max(abs(top), 1e-30)
+
+    def _operator(self, model: nn.Module) -> ProbeHessian:
+        # Names, sizes and shapes are fixed for a model: made once, rebuilt per graph only.
+        if self._op is None or self._op.model is not model:
+            self._op = ProbeHessian(model, self.batch_loss, self.names)
+        return self._op
 
     def state_dict(self) -> dict[str, Any]:
         return {

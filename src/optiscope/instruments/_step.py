@@ -117,10 +117,11 @@ class StepMeasure:
         if self.measured_before:
             return
         self.measured_before = True
-        if self.want_grads:
-            self.grads = self.layers.grad_norms()
-        if snapshot and self.want_layers:
-            self.layers.snapshot()
+        with torch.no_grad():  # one grad-mode switch for the hook's foreach kernels
+            if self.want_grads:
+                self.grads = self.layers.grad_norms()
+            if snapshot and self.want_layers:
+                torch._foreach_copy_(self.layers.buffers, self.layers.params)
         if self.micro is not None and self.micro.count >= 2:
             self.big = self.micro.big_norms()
 
@@ -128,7 +129,9 @@ class StepMeasure:
         """Stack this step's device values into one tensor and queue it with its layout."""
         update = self.want_layers and self.snapshot_for == step
         grads = self.grads if self.want_grads else None
-        parts = (grads or []) + self.layers.norms(step, self.want_layers, update, self.snapshots)
+        with torch.no_grad():
+            norms = self.layers.norms(step, self.want_layers, update, self.snapshots)
+        parts = (grads or []) + norms
         n_loss = len(self.losses)
         parts = self.losses + parts
         noise: tuple | None = None

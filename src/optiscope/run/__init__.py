@@ -4,7 +4,8 @@ A config flows one way, one module per stage:
 
 1. parse and validate: :mod:`optiscope.run.config` (the keys: :mod:`optiscope.run.schema`);
 2. build: :mod:`optiscope.run.build` (model, data, optimizer, loss, schedule, clipper);
-3. train: :mod:`optiscope.run.train` (schedule figures, LR range test, the trainer);
+3. train: :mod:`optiscope.run.train` (schedule figures, LR range test, the trainer), with
+   the ``[instruments]`` callback, its history and figures from :mod:`optiscope.run.dynamics`;
 4. analyse: :mod:`optiscope.run.analyse` (landscape and curvature figures);
 5. report: :mod:`optiscope.run.report` (summary numbers, ``report.html``);
 

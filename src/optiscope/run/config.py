@@ -53,6 +53,7 @@ from optiscope.run.schema import (
     ClippingSection,
     CurvatureSection,
     DataSection,
+    InstrumentsSection,
     LandscapeSection,
     LRFindSection,
     ModelSection,
@@ -81,6 +82,7 @@ __all__ = [
     "LRFindSection",
     "LandscapeSection",
     "CurvatureSection",
+    "InstrumentsSection",
     "ReportSection",
 ]
 
@@ -111,6 +113,7 @@ class Config:
     lr_find: LRFindSection = field(default_factory=LRFindSection)
     landscape: LandscapeSection = field(default_factory=LandscapeSection)
     curvature: CurvatureSection = field(default_factory=CurvatureSection)
+    instruments: InstrumentsSection = field(default_factory=InstrumentsSection)
     report: ReportSection = field(default_factory=ReportSection)
     source: str = ""
 
@@ -150,6 +153,9 @@ def _check_kind(where: str, key: str, value: Any, default: Any, allowed: str) ->
             raise bad
     elif isinstance(default, str):
         if not isinstance(value, str):
+            raise bad
+    elif isinstance(default, list) and default and isinstance(default[0], str):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise bad
     elif isinstance(default, list):
         if not isinstance(value, list) or any(
@@ -241,9 +247,36 @@ def parse_config(source: str | dict[str, Any], *, origin: str = "config") -> Con
             raise ConfigError(
                 f"[lr_find] end_lr: must be > start_lr ({lf.start_lr!r}), got {lf.end_lr!r}"
             )
+        if "instruments" in data:
+            _check_instruments(cfg)
     except ConfigError as e:
         raise ConfigError(f"{origin}: {e}") from None
     return cfg
+
+
+def _check_instruments(cfg: Config) -> None:
+    # The names are optiscope.instruments' own (imported only when the table is there).
+    from optiscope.instruments import QUANTITIES
+
+    inst = cfg.instruments
+    if inst.enabled and not inst.quantities:
+        raise ConfigError("[instruments] quantities: must name at least one quantity")
+    seen: set[str] = set()
+    for name in inst.quantities:
+        if name not in QUANTITIES:
+            raise _unknown(" in [instruments] quantities", "quantity", name, list(QUANTITIES))
+        if name in seen:
+            raise ConfigError(f"[instruments] quantities: {name!r} is listed twice")
+        seen.add(name)
+    if (
+        "noise_scale" in seen
+        and inst.noise_source == "micro_batches"
+        and cfg.train.grad_accum_steps == 1
+    ):
+        raise ConfigError(
+            "[instruments] noise_source: 'micro_batches' needs [train] grad_accum_steps > 1 "
+            "(or noise_source = 'auto', 'split' or 'ddp')"
+        )
 
 
 def load_config(path: str | os.PathLike) -> Config:

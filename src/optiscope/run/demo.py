@@ -12,7 +12,9 @@ from optiscope.run.config import Config, parse_config
 
 __all__ = ["DEMO_CONFIG", "demo_config"]
 
-#: The demo: digits MLP, AdamW, linear warmup + cosine decay, norm clipping, every figure.
+#: The demo: digits MLP, AdamW, linear warmup + cosine decay, norm clipping, gradient
+#: accumulation over two micro-batches (which the noise scale reads), the training-dynamics
+#: instruments, every figure.
 DEMO_CONFIG = """\
 [run]
 name = "demo"
@@ -22,7 +24,7 @@ threads = 1
 
 [data]
 name = "digits"
-batch_size = 64
+batch_size = 32
 val_fraction = 0.2
 
 [model]
@@ -46,6 +48,7 @@ max_norm = 1.0
 
 [train]
 epochs = 15
+grad_accum_steps = 2
 log_interval = 10
 
 [lr_find]
@@ -64,6 +67,14 @@ normalization = "filter"
 top_k = 1
 max_iter = 40
 trace_samples = 30
+
+[instruments]
+enabled = true
+quantities = ["loss", "grad_norm", "layers", "distance", "noise_scale", "sharpness",
+              "preconditioned_sharpness"]
+every = 1
+sharpness_every = 16
+probe_batch_size = 128
 """
 
 

@@ -12,6 +12,7 @@ Run directory layout (``[run] out_dir / name``)::
     trajectory/          weights after each epoch, for the PCA trajectory plane
     figures/             every figure as PNG (+ the interactive surface as plotly JSON)
     lr_find.json         the LR range test's suggestion (reused by --resume)
+    instruments.json     the training-dynamics history, when [instruments] is on
     summary.json         the numbers of the summary table
     report.json          what the report shows; report.html is rendered from it
     report.html          the self-contained report
@@ -38,6 +39,7 @@ from optiscope.run import report
 from optiscope.run.analyse import Analysis, curvature_figures, evaluation_data, landscape_figures
 from optiscope.run.build import Components, build_components
 from optiscope.run.config import Config, ConfigError, config_to_toml
+from optiscope.run.dynamics import instruments_callback, instruments_outputs
 from optiscope.run.figures import FigureSpec, save_figure
 from optiscope.run.train import curves_figure, lr_find_stage, run_lr_find, schedule_figures, train
 from optiscope.run.trajectory import load_trajectory
@@ -145,6 +147,7 @@ def _train_run(
     apply_threads(cfg.run.threads)
     seed_everything(cfg.run.seed)
     comps = build_components(cfg)
+    instruments = instruments_callback(cfg, comps, world)
     if main:
         _reset_run_dir(run_dir, resume)
         (run_dir / "config.toml").write_text(config_to_toml(cfg), encoding="utf-8")
@@ -166,18 +169,23 @@ def _train_run(
             )
             figures.append(spec)
     barrier()
-    trainer, t_train = train(cfg, comps, run_dir, resume, echo, main)
+    trainer, t_train = train(cfg, comps, run_dir, resume, echo, main, instruments)
     barrier()  # the trajectory snapshots rank 0 wrote are complete from here on
-    # 4. Analyse the trained weights.
+    # 4. Analyse the trained weights (and draw what the instruments recorded on the way).
+    dynamics: dict[str, Any] = {}
     try:
         if main:
             figures.append(curves_figure(comps, trainer, fig_dir))
+            if instruments is not None:
+                dynamics, specs = instruments_outputs(cfg, instruments, run_dir, fig_dir)
+                figures += specs
         analysis = analyse(cfg, comps, run_dir, echo, fig_dir=fig_dir, curvature=main)
     finally:
         if not main:
             shutil.rmtree(fig_dir, ignore_errors=True)
     # 5. Report.
     numbers = report.run_numbers(cfg, comps, trainer, t_train, lr_info, analysis)
+    numbers.update(dynamics)
     numbers["processes"] = world
     numbers["total seconds"] = time.perf_counter() - t_start
     report_path = None
@@ -403,7 +411,7 @@ def _reset_run_dir(run_dir: Path, resume: bool) -> None:
         for name in ("checkpoints", "trajectory", "figures", "tensorboard"):
             shutil.rmtree(run_dir / name, ignore_errors=True)
         for name in ("metrics.csv", "metrics.jsonl", "summary.json", "report.json",
-                     "report.html", "lr_find.json", "config.toml"):  # fmt: skip
+                     "report.html", "lr_find.json", "instruments.json", "config.toml"):  # fmt: skip
             (run_dir / name).unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
 

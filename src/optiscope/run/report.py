@@ -184,6 +184,7 @@ def summary_rows(n: dict[str, Any]) -> dict[str, str]:
         "LR finder suggestion": _fmt(n.get("lr finder suggestion")),
     }
     rows.update(analysis_rows(n))
+    rows.update(_instrument_rows(n))
     rows["Software"] = f"torch {n.get('torch')}, Python {n.get('python')}, {platform.system()}"
     return rows
 
@@ -215,6 +216,43 @@ def analysis_rows(n: dict[str, Any]) -> dict[str, str]:
         rows["Per-layer Hessian (top eigenvalue, trace)"] = "; ".join(
             f"{name}: {_fmt(top)}, {_fmt(trace)} ({_fmt(size)} params)"
             for name, (top, trace, size) in layers.items()
+        )
+    return rows
+
+
+def _instrument_rows(n: dict[str, Any]) -> dict[str, str]:
+    # What [instruments] recorded, latest values (optiscope.run.dynamics.dynamics_numbers).
+    rows: dict[str, str] = {}
+    pairs = {
+        "Sharpness vs its threshold (final)": (
+            "final sharpness",
+            "final sharpness threshold",
+            " vs ",
+        ),
+        "Preconditioned sharpness vs its threshold (final)": (
+            "final preconditioned sharpness",
+            "final preconditioned threshold",
+            " vs ",
+        ),
+        "Gradient noise scale, critical batch size (final)": (
+            "final gradient noise scale",
+            "final critical batch size",
+            ", ",
+        ),
+    }
+    for label, (value, other, sep) in pairs.items():
+        if n.get(value) is not None:
+            rows[label] = f"{_fmt(n[value])}{sep}{_fmt(n.get(other))}"
+    for label in ("final distance from init", "HVPs per sharpness measurement (median)"):
+        if n.get(label) is not None:
+            rows[label[0].upper() + label[1:]] = _fmt(n[label])
+    tests = ("norm test", "inner-product test", "orthogonality test",
+             "gradient signal-to-noise ratio")  # fmt: skip
+    if any(n.get(f"final {t}") is not None for t in tests):
+        # Cockpit's gradient tests (Bollapragada et al. 2018; Byrd et al. 2012): values
+        # above 1 say the batch is too small for the gradient's direction to be trusted.
+        rows["Gradient tests (final): norm, inner product, orthogonality, GSNR"] = ", ".join(
+            _fmt(n.get(f"final {t}")) for t in tests
         )
     return rows
 

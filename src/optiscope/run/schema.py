@@ -32,7 +32,9 @@ __all__ = [
     "LRFindSection",
     "LandscapeSection",
     "CurvatureSection",
+    "InstrumentsSection",
     "ReportSection",
+    "NOISE_SOURCES",
 ]
 
 
@@ -229,6 +231,32 @@ class CurvatureSection:
     max_batches: int = _opt(0, "an int >= 0 (0: the whole split)", _ge(0))
 
 
+# Where the noise scale's second batch size comes from (optiscope.instruments).
+NOISE_SOURCES = ("auto", "micro_batches", "ddp", "split")
+
+
+@dataclass
+class InstrumentsSection:
+    """``[instruments]``: training-dynamics quantities recorded while training.
+
+    Names in ``quantities`` are those of ``optiscope.instruments.QUANTITIES`` (checked when
+    the config is parsed); the history goes to ``instruments.json`` and the report.
+    """
+
+    enabled: bool = _opt(False, "true or false")
+    quantities: list = _opt(
+        ["loss", "grad_norm", "layers", "distance"],
+        "a non-empty list of names from optiscope.instruments.QUANTITIES",
+    )
+    every: int = _opt(1, "an int >= 1 (optimizer steps between the cheap quantities)", _ge(1))
+    sharpness_every: int = _opt(16, "an int >= 1", _ge(1))
+    grad_tests_every: int = _opt(16, "an int >= 1", _ge(1))
+    noise_source: str = _opt("auto", "one of " + ", ".join(NOISE_SOURCES), choices=NOISE_SOURCES)
+    probe_batch_size: int = _opt(
+        0, "an int >= 0 (0: the first training batch is the probe batch)", _ge(0)
+    )
+
+
 @dataclass
 class ReportSection:
     """``[report]``: whether to write ``report.html``."""
@@ -247,6 +275,7 @@ SECTIONS: dict[str, type] = {
     "lr_find": LRFindSection,
     "landscape": LandscapeSection,
     "curvature": CurvatureSection,
+    "instruments": InstrumentsSection,
     "report": ReportSection,
 }
 

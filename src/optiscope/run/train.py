@@ -106,24 +106,30 @@ def run_lr_find(cfg: Config, comps: Components) -> tuple[Any, Any]:
 
 
 def train(
-    cfg: Config, comps: Components, run_dir: Path, resume: bool, echo: Echo, main: bool = True
-) -> tuple[Any, float]:
+    cfg: Config, comps: Components, run_dir: Path, resume: bool, echo: Echo, main: bool = True,
+    instruments: Any = None,
+) -> tuple[Any, float]:  # fmt: skip
     """Train ``comps`` as ``[train]`` says; returns the trainer and the training seconds.
 
     Only the main process (rank 0 under torchrun) records the trajectory and prints.
+    ``instruments`` (the ``[instruments]`` callback, on every rank) comes first among the
+    callbacks, so its checkpointed state has the same key on every rank.
     """
     from optiscope.schedules import ScheduleLR
     from optiscope.training import AdvancedTrainer, CheckpointError
 
     t = cfg.train
     recorder = TrajectoryRecorder(run_dir / "trajectory", every=t.trajectory_every_epochs)
+    callbacks = [recorder, EpochPrinter(echo, t.epochs)] if main else []
+    if instruments is not None:
+        callbacks.insert(0, instruments)
     try:
         trainer = AdvancedTrainer(
             comps.model, comps.optimizer, comps.loss_fn, comps.device,
             precision=t.precision, grad_accum_steps=t.grad_accum_steps, nonfinite=t.nonfinite,
             log_interval=t.log_interval, seed=cfg.run.seed, run_dir=run_dir,
             progress_bar=t.progress, verbose=False,
-            callbacks=[recorder, EpochPrinter(echo, t.epochs)] if main else [],
+            callbacks=callbacks,
         )  # fmt: skip
     except (ValueError, TypeError) as e:
         # The trainer checks its arguments at construction (e.g. 16-mixed without CUDA).
