@@ -261,7 +261,10 @@ def test_analysis_writes_the_report_and_restores_the_module(tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert np.isfinite(summary["top Hessian eigenvalue"])
     assert (tmp_path / "run" / "figures" / "landscape_contour.png").is_file()
-    assert "Instruments: sharpness" in page and "Instruments: distance" in page
+    assert "Sharpness against the stability threshold" in page
+    assert "Distance from the initial weights" in page and "final sharpness" in page
+    saved = json.loads((tmp_path / "run" / "instruments.json").read_text())["history"]
+    assert saved["sharpness"] == [list(p) for p in cb.instruments.history["sharpness"]]
     after = module.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in snap.state.items())
     assert module.training == snap.training and torch.equal(torch.get_rng_state(), snap.rng)

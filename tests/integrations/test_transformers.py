@@ -205,7 +205,9 @@ def test_analysis_writes_the_report_and_restores_the_model(tmp_path):
     assert cb.report_path is not None and cb.report_path.is_file()
     page = cb.report_path.read_text()
     assert "Top Hessian eigenvalue" in page and "transformers" in page
-    assert "Instruments: sharpness" in page  # measured through SDPA attention too
+    # Sharpness measured through SDPA attention too.
+    assert "Sharpness against the stability threshold" in page
+    assert (tmp_path / "run" / "instruments.json").is_file()
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     # Curvature through the default (SDPA) attention, no attn_implementation="eager".
     assert trainer.model.config._attn_implementation == "sdpa"

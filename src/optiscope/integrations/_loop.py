@@ -213,23 +213,29 @@ class LoopParts:
             rows["Instruments"] = ", ".join(self.instruments.quantities)
         return rows
 
-    def instrument_figures(self, fig_dir: Path) -> list[Any]:
-        """The instruments' figures saved as PNG, as report figure specs."""
-        if self.instruments is None:
-            return []
-        from optiscope.run.figures import FigureSpec, save_figure
+    @property
+    def history(self) -> dict[str, list[tuple[int, float]]]:
+        """The instruments' history (empty before they are built)."""
+        return {} if self.instruments is None else self.instruments.history
 
-        self.instruments.flush()
-        captions = {
-            "sharpness": "Top Hessian eigenvalue of the training loss over training, with "
-            "the stability threshold 2/lr.",
-            "noise_scale": "Gradient noise scale (B_simple) and the critical batch size.",
-            "update_ratios": "Per-layer update-to-weight ratios over training.",
-            "distance": "Distance of the weights from their initial values.",
-        }
-        specs = []
-        for key, fig in self.instruments.figures().items():
-            path = save_figure(fig, Path(fig_dir) / f"instruments_{key}.png")
-            specs.append(FigureSpec(f"Instruments: {key.replace('_', ' ')}",
-                                    captions.get(key, key), path))  # fmt: skip
-        return specs
+    def instrument_outputs(self, run_dir: Path) -> tuple[dict[str, Any], list[Any]]:
+        """``instruments.json`` in ``run_dir``; the summary numbers and the report figures.
+
+        The run package's own writers and captions (:mod:`optiscope.run.dynamics`), fed
+        the intervals and Adam betas this run used.
+        """
+        inst = self.instruments
+        if inst is None:
+            return {}, []
+        from optiscope.run import dynamics, parse_config
+
+        table: dict[str, Any] = {"instruments": {
+            "enabled": True, "every": inst.every, "sharpness_every": inst.sharpness_every}}
+        betas = inst.optimizer.param_groups[0].get("betas")
+        if betas is not None:
+            table["optimizer"] = {"betas": [float(b) for b in betas]}
+        cfg = parse_config(table, origin="instruments")
+        dynamics.write_history(Path(run_dir) / "instruments.json", self)
+        numbers = dynamics.dynamics_numbers(inst.history, list(inst.hvp_counts))
+        figures = dynamics.dynamics_figures(cfg, inst.history, Path(run_dir) / "figures")
+        return numbers, figures

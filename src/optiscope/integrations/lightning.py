@@ -284,7 +284,8 @@ class OptiscopeCallback(pl.Callback):
             "Epochs": trainer.current_epoch,
             **self.parts.describe(),
         }
-        figures = self.parts.instrument_figures(run_dir / "figures")
+        numbers, figures = self.parts.instrument_outputs(run_dir)
+        summary.update(numbers)
         self.report_path = write_analysis(
             pl_module, self.parts.batch_loss, batches, options, run_dir, summary, figures
         )

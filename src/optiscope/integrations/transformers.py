@@ -268,7 +268,8 @@ class OptiscopeCallback(TrainerCallback):
             "Gradient accumulation": args.gradient_accumulation_steps,
             **self.parts.describe(),
         }
-        figures = self.parts.instrument_figures(run_dir / "figures")
+        numbers, figures = self.parts.instrument_outputs(run_dir)
+        summary.update(numbers)
         self.report_path = write_analysis(
             model, self.parts.batch_loss, batches, options, run_dir, summary, figures
         )
