@@ -33,7 +33,9 @@ it does not import its columns say "n/a".
 
 Run: ``python benchmarks/bench_instruments.py`` (about five minutes on one core: 3C3D at
 interval 1, the digits MLP at 1, 4 and 16; ``--full`` runs 3C3D at 4 and 16 too, and five
-repeats).
+repeats). For a quick look: ``--only digits`` (or ``3c3d``), ``--tiers a,c``,
+``--intervals 1``, ``--repeats N``, ``--no-cockpit``. Each row also gives the extra
+microseconds per optimizer step (CPU time, median window over the baseline's).
 """
 
 from __future__ import annotations
@@ -213,15 +215,17 @@ def _fmt(r: float | None) -> str:
     return "n/a" if r is None else f"{r:.2f}x"
 
 
-def bench_network(net: Network, repeats: int) -> list[tuple]:
+def bench_network(
+    net: Network, repeats: int, tiers: tuple[str, ...] = TIERS, cockpit: bool = True
+) -> list[tuple]:
     base = Loop(*_fresh(net), itertools.cycle(net.batches))
     base_acc = Loop(*_fresh(net), itertools.cycle(net.batches), ACCUM)
     configs: list[tuple[str, int, str, Loop | None]] = []
-    for tier in TIERS:
+    for tier in tiers:
         for k in net.intervals:
             configs.append((tier, k, "optiscope", _optiscope_loop(net, tier, k)))
-            configs.append((tier, k, "cockpit", _cockpit_loop(net, tier, k)))
-            if tier == "a":
+            configs.append((tier, k, "cockpit", _cockpit_loop(net, tier, k) if cockpit else None))
+            if tier == "a" and cockpit:
                 configs.append((tier, k, "cockpit-np", _cockpit_loop(net, tier, k, False)))
     loops = [c[3] for c in configs if c[3] is not None]
     # Warm-up: first calls and the allocator; tier c runs 16 steps so that its first
@@ -248,6 +252,7 @@ def bench_network(net: Network, repeats: int) -> list[tuple]:
             _median_ratio(loop, ref, "times"), _median_ratio(loop, ref, "cpu"),
             _median_ratio(ck, base, "times"), _median_ratio(ck, base, "cpu"),
             _median_ratio(np_, base, "cpu") if np_ is not None else None,
+            (statistics.median(loop.cpu) - statistics.median(ref.cpu)) / net.window * 1e6,
         ))  # fmt: skip
     sharp = [c[3] for c in configs if c[0] == "c" and c[2] == "optiscope"]
     _hvp_line(net, sharp)
@@ -292,25 +297,36 @@ def _cold_hvps(net: Network, loop: Loop) -> int | None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     full = "--full" in argv
+
+    def option(name: str) -> str | None:
+        return argv[argv.index(name) + 1] if name in argv else None
+
+    only, tiers_arg, intervals = option("--only"), option("--tiers"), option("--intervals")
+    tiers = tuple(tiers_arg.split(",")) if tiers_arg else TIERS
+    cockpit = "--no-cockpit" not in argv
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", category=UserWarning)  # create_graph / hook notices
-    repeats = 5 if full else 3
+    repeats = int(option("--repeats") or (5 if full else 3))
     print(
         f"training time with instruments / without (medians of {repeats} interleaved windows; "
         "wall and CPU time, one torch thread)"
     )
     header = (
         f"{'network':<12}{'tier':>5}{'every':>6}{'optiscope wall':>16}{'cpu':>7}"
-        f"{'cockpit wall':>14}{'cpu':>7}{'cockpit w/o Parameters cpu':>28}"
+        f"{'cockpit wall':>14}{'cpu':>7}{'cockpit w/o Parameters cpu':>28}{'us/step':>9}"
     )
     for net in _networks(full):
+        if only and only.lower().replace(" ", "") not in net.name.lower().replace(" ", ""):
+            continue
+        if intervals:
+            net.intervals = tuple(int(k) for k in intervals.split(","))
         print(f"\n{net.name}: {net.window} steps per window")
-        rows = bench_network(net, repeats)
+        rows = bench_network(net, repeats, tiers, cockpit)
         print(header)
-        for tier, k, ow, oc, cw, cc, npc in rows:
+        for tier, k, ow, oc, cw, cc, npc, us in rows:
             print(
                 f"{net.name:<12}{tier:>5}{k:>6}{_fmt(ow):>16}{_fmt(oc):>7}"
-                f"{_fmt(cw):>14}{_fmt(cc):>7}{_fmt(npc) if tier == 'a' else '':>28}"
+                f"{_fmt(cw):>14}{_fmt(cc):>7}{_fmt(npc) if tier == 'a' else '':>28}{us:>+9.0f}"
             )
     print(
         "\ntiers: a = loss, grad norm, per-layer norms and update ratios, distance "

@@ -167,3 +167,15 @@ def test_hessian_only_probes_leave_model_and_rng_bit_identical():
     assert torch.equal(torch.get_rng_state(), rng)
     assert all(m.training for m in model.modules())
     assert len(inst.hvp_counts) == len(inst.preconditioned_hvp_counts) == 1
+
+
+def test_lanczos_stops_at_a_breakdown_with_the_exact_eigenvalue():
+    from optiscope.instruments._eigen import Basis, top_eigenpair
+
+    # Two distinct eigenvalues: the Krylov space is invariant after two steps.
+    d = torch.tensor([3.0] * 5 + [1.0] * 5)
+    start = torch.randn(10, generator=torch.Generator().manual_seed(0))
+    top, vec, residual, steps = top_eigenpair(lambda v: d * v, start, 10, 1e-9, Basis())
+    assert steps == 2 and residual == 0.0
+    assert top == pytest.approx(3.0, rel=1e-6)
+    assert torch.allclose(d * vec, 3.0 * vec, atol=1e-5)

@@ -14,9 +14,9 @@ measurement pays only for its graph and its products:
   ``.grad`` and the model's parameters are never written (``autograd.grad`` does not
   accumulate, and the differentiated leaves are fresh).
 - :func:`top_eigenpair` runs Lanczos with full reorthogonalisation in a preallocated
-  ``(max_iter, n)`` basis. It copies ``alpha, beta`` to the host once per step anyway
-  (its stopping test), so a breakdown (``beta`` ~ 0: an invariant Krylov space) is
-  decided there and a fresh random direction is drawn only when one happens.
+  ``(max_iter, n)`` basis, copying ``alpha, beta`` to the host once per step (its
+  stopping test). Unlike the shared :class:`~optiscope.curvature._lanczos.Lanczos` it
+  draws no restart direction at every step: a breakdown ends the run (see there).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from torch import nn
 
 from optiscope.batch_loss import BatchLoss
 from optiscope.curvature._kernels import double_backward_kernels
-from optiscope.curvature._lanczos import rademacher
 
 __all__ = ["ProbeHessian", "top_eigenpair"]
 
@@ -125,7 +124,6 @@ def top_eigenpair(
     start: torch.Tensor,
     max_iter: int,
     tol: float,
-    generator: torch.Generator,
     basis: Basis,
 ) -> tuple[float, torch.Tensor, float, int]:
     """Largest eigenvalue of a symmetric operator by Lanczos: ``(value, unit vector,
@@ -134,7 +132,10 @@ def top_eigenpair(
     Stops when the top Ritz value's residual ``|beta_m s_m|`` or its change from the
     previous step is at most ``tol`` times its size (the change rule is PyHessian's and
     Cockpit's, on Lanczos' monotone Ritz values; it stops early on clustered top
-    eigenvalues, whose residuals fall slowly while the value is already settled).
+    eigenvalues, whose residuals fall slowly while the value is already settled). A
+    breakdown (``beta`` ~ 0: the Krylov space is invariant) has a zero residual, so it
+    stops there too: its top Ritz value is then an exact eigenvalue, the top one unless
+    the start vector has no component along the top eigenvector.
     """
     n = start.numel()
     steps = min(max_iter, n)
@@ -153,7 +154,7 @@ def top_eigenpair(
         # Full reorthogonalisation against every vector so far, twice ("twice is enough").
         done = Q[: k + 1]
         for _ in range(2):
-            w = w - (done @ w) @ done
+            w.addmv_(done.T, done @ w, alpha=-1)  # w -= Q^T (Q w), in place
         beta = torch.linalg.vector_norm(w)
         a, b, wn = torch.stack([alpha, beta, w_norm]).tolist()  # the step's host copy
         alphas.append(a)
@@ -169,13 +170,6 @@ def top_eigenpair(
         if k + 1 >= steps or residual <= tol * scale or settled:
             break
         prev = top
-        if breakdown:
-            # An invariant Krylov space: continue from a fresh direction orthogonal to it
-            # (the tridiagonal gets a zero coupling there).
-            w = rademacher((n,), generator, dtype=start.dtype, device=start.device)
-            for _ in range(2):
-                w = w - (done @ w) @ done
-            beta = torch.linalg.vector_norm(w)
         Q[k + 1] = w / beta
     m = len(alphas)
     s = torch.from_numpy(S[:, -1].copy()).to(device=Q.device, dtype=Q.dtype)

@@ -44,7 +44,7 @@ class LayerNorms:
         that ``zero_grad`` or an optimizer writing ``.grad`` cannot change them; None when
         no parameter has a gradient. Call under ``torch.no_grad()``."""
         grads = [p.grad for p in self.params]
-        if None not in grads:
+        if all(g is not None for g in grads):  # not `None in grads`: that compares tensors
             return list(torch._foreach_norm(grads))
         if all(g is None for g in grads):
             return None

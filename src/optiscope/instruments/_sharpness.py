@@ -9,6 +9,14 @@ settles, or its residual ``||H v - lambda v||`` falls below ``tol * lambda``) co
 a few products instead of the ~10-20 a random start needs;
 :attr:`SharpnessTracker.hvp_counts` records the products spent.
 
+Accuracy of the default ``tol=1e-3``, measured on the digits MLP (SGD, lr 0.01, momentum
+0.9, probe batch of 64, every 16 steps, 30 measurements, against an 80-step Lanczos
+from a random start): relative error median 5e-5, at most 7e-4 after the first few
+measurements, 2.4e-3 once early in training while the top eigenvector still turned fast
+(the change rule stopped at 8 products there); 3-4 products per warm measurement. Two
+products (Rayleigh quotient plus one Lanczos step) would have left errors of 2e-4 to
+7e-3, so the stop keeps its rule.
+
 The preconditioned sharpness of Adam-family optimizers is the top eigenvalue of
 ``P^-1 H`` with ``P = diag(sqrt(v_hat) + eps)`` the preconditioner Adam divides by
 (``v_hat`` bias-corrected as Adam applies it). It is computed as the top eigenvalue of
@@ -115,7 +123,7 @@ class SharpnessTracker:
         names: The trainable parameters' names (the operator's order).
         max_iter: Lanczos steps per measurement at most.
         tol: Relative residual tolerance of the stop.
-        seed: Seeds the random first start and Lanczos' restart vectors.
+        seed: Seeds the random first start vector.
     """
 
     def __init__(
@@ -160,7 +168,7 @@ class SharpnessTracker:
         op.build(probe)
         try:
             top, vector, residual, iters = top_eigenpair(
-                matvec, start, self.max_iter, self.tol, self.generator, self._basis
+                matvec, start, self.max_iter, self.tol, self._basis
             )
         finally:
             op.clear()
