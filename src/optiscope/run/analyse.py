@@ -144,6 +144,7 @@ def landscape_figures(
     *,
     trajectory: Sequence[dict[str, torch.Tensor]] = (),
     echo: Callable[[str], None] = print,
+    distributed: bool | None = None,
 ) -> Analysis:
     """1-D lines, a 2-D contour and 3-D surface, and the PCA trajectory plane.
 
@@ -156,6 +157,9 @@ def landscape_figures(
         fig_dir: Where the PNG/JSON files go.
         trajectory: Parameter snapshots over training (oldest first), for the PCA plane.
         echo: Progress lines.
+        distributed: Shard the grids over the process group (None: whenever one is
+            initialised; every rank must then call this). False when one rank alone
+            analyses, as the Lightning and Hugging Face integrations do.
 
     Returns:
         The figures and numbers (sharpness, explained variance).
@@ -168,6 +172,8 @@ def landscape_figures(
     metrics = ("loss", "accuracy") if scores_accuracy(model, loss_fn, first) else ("loss",)
     options = {"max_batches": cfg.max_batches or None, "progress": False,
                "device": next(model.parameters()).device}  # fmt: skip
+    if distributed is not None:
+        options["distributed"] = distributed
     grid = _Grid(model, loss_fn, data, targets, metrics, options, fig_dir)
     n = max(cfg.num_directions, 2 if (cfg.plane or cfg.surface) else 1)
     dirs = L.random_directions(

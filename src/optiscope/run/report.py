@@ -28,8 +28,11 @@ __all__ = [
     "describe_data",
     "run_numbers",
     "summary_rows",
+    "analysis_rows",
+    "format_value",
     "write_json",
     "write_run_report",
+    "write_report_page",
     "update_report",
 ]
 
@@ -147,6 +150,16 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def format_value(value: Any) -> str:
+    """A number, flag, list or text as the summary table shows it (None: ``-``).
+
+    Example:
+        >>> format_value(0.123456), format_value(1234), format_value(None)
+        ('0.1235', '1,234', '-')
+    """
+    return _fmt(value)
+
+
 # Summary rows: label -> how to render from the numbers (order is the table's order).
 def summary_rows(n: dict[str, Any]) -> dict[str, str]:
     """The summary table's rows from :func:`run_numbers`'s dict."""
@@ -170,6 +183,20 @@ def summary_rows(n: dict[str, Any]) -> dict[str, str]:
         f"(best val-loss epoch: {_fmt(n.get('best epoch'))})",
         "LR finder suggestion": _fmt(n.get("lr finder suggestion")),
     }
+    rows.update(analysis_rows(n))
+    rows.update(_instrument_rows(n))
+    rows["Software"] = f"torch {n.get('torch')}, Python {n.get('python')}, {platform.system()}"
+    return rows
+
+
+def analysis_rows(n: dict[str, Any]) -> dict[str, str]:
+    """The rows of the landscape and curvature numbers that are present in ``n``.
+
+    Example:
+        >>> analysis_rows({"top Hessian eigenvalue": 2.5, "Hessian trace": 10.0})
+        {'Top Hessian eigenvalue': '2.5', 'Hessian trace': '10 +- -'}
+    """
+    rows: dict[str, str] = {}
     optional = {
         "Top Hessian eigenvalue": "top Hessian eigenvalue",
         "Top Hessian eigenvalues": "top Hessian eigenvalues",
@@ -190,8 +217,6 @@ def summary_rows(n: dict[str, Any]) -> dict[str, str]:
             f"{name}: {_fmt(top)}, {_fmt(trace)} ({_fmt(size)} params)"
             for name, (top, trace, size) in layers.items()
         )
-    rows.update(_instrument_rows(n))
-    rows["Software"] = f"torch {n.get('torch')}, Python {n.get('python')}, {platform.system()}"
     return rows
 
 
@@ -248,14 +273,31 @@ def write_run_report(
     run_dir: Path,
 ) -> Path:
     """Write ``report.json`` and ``report.html`` for a finished run; returns the HTML path."""
+    return write_report_page(
+        cfg.run.name, summary_rows(numbers), figures, notes, run_dir, config_to_toml(cfg)
+    )
+
+
+def write_report_page(
+    name: str,
+    summary: dict[str, str],
+    figures: Sequence[FigureSpec],
+    notes: Sequence[str],
+    run_dir: Path,
+    config_text: str = "",
+) -> Path:
+    """Write ``report.json`` and ``report.html`` from summary rows and figures.
+
+    The part of :func:`write_run_report` that needs no config: the Lightning and Hugging
+    Face integrations write their reports with it.
+
+    Returns:
+        The path of the HTML file.
+    """
     from optiscope.report import RunReport, write_report
 
-    report = RunReport(
-        name=cfg.run.name,
-        summary=summary_rows(numbers),
-        config_text=config_to_toml(cfg),
-        notes=list(notes),
-    )
+    report = RunReport(name=name, summary=dict(summary), config_text=config_text,
+                       notes=list(notes))  # fmt: skip
     for f in figures:
         report.add_figure(f.title, f.caption, _rel(f.file, run_dir), f.kind)
     return write_report(report, run_dir)
