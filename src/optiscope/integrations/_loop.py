@@ -20,7 +20,7 @@ from optiscope.batch_loss import BatchLoss, as_batch_loss
 from optiscope.integrations._analysis import AnalysisOptions, analysis_options
 from optiscope.integrations._clip import ClipStep, as_clipper
 
-__all__ = ["LoopParts"]
+__all__ = ["LoopParts", "PartsView"]
 
 
 def _instrument_options(instruments: Any) -> dict[str, Any] | None:
@@ -229,8 +229,13 @@ class LoopParts:
             return {}, []
         from optiscope.run import dynamics, parse_config
 
-        table: dict[str, Any] = {"instruments": {
-            "enabled": True, "every": inst.every, "sharpness_every": inst.sharpness_every}}
+        table: dict[str, Any] = {
+            "instruments": {
+                "enabled": True,
+                "every": inst.every,
+                "sharpness_every": inst.sharpness_every,
+            }
+        }
         betas = inst.optimizer.param_groups[0].get("betas")
         if betas is not None:
             table["optimizer"] = {"betas": [float(b) for b in betas]}
@@ -239,3 +244,27 @@ class LoopParts:
         numbers = dynamics.dynamics_numbers(inst.history, list(inst.hvp_counts))
         figures = dynamics.dynamics_figures(cfg, inst.history, Path(run_dir) / "figures")
         return numbers, figures
+
+
+class PartsView:
+    """The read-only attributes both callbacks expose over their :class:`LoopParts`."""
+
+    parts: LoopParts
+
+    @property
+    def clipper(self) -> Any:
+        """The optiscope clipper (None when there is none)."""
+        return self.parts.clipper
+
+    @property
+    def clip_history(self) -> dict[str, list[Any]]:
+        """Per optimizer step: ``step``, ``grad_norm``, ``clipped_norm``, ``clipped``."""
+        if self.parts.clip is None:
+            return {}
+        self.parts.clip.flush()
+        return self.parts.clip.history
+
+    @property
+    def instruments(self) -> Any:
+        """The :class:`~optiscope.instruments.Instruments` (built at the first batch)."""
+        return self.parts.instruments

@@ -24,7 +24,7 @@ import torch
 
 from optiscope._internal.checks import check_choice, check_positive_int
 from optiscope.integrations._analysis import first_batches, write_analysis
-from optiscope.integrations._loop import LoopParts
+from optiscope.integrations._loop import LoopParts, PartsView
 from optiscope.schedules import Schedule, ScheduleLR
 
 __all__ = ["OptiscopeCallback", "schedule_config"]
@@ -76,7 +76,7 @@ def schedule_config(
     return config
 
 
-class OptiscopeCallback(pl.Callback):
+class OptiscopeCallback(PartsView, pl.Callback):
     """Clipper, instruments and end-of-fit analysis for a Lightning ``Trainer``.
 
     - **Clipping**: the clipper runs in ``on_before_optimizer_step``, once per optimizer
@@ -143,24 +143,6 @@ class OptiscopeCallback(pl.Callback):
         self._post_hook: Any = None
         self._stepped = False
 
-    @property
-    def clipper(self) -> Any:
-        """The optiscope clipper (None when there is none)."""
-        return self.parts.clipper
-
-    @property
-    def clip_history(self) -> dict[str, list[Any]]:
-        """Per optimizer step: ``step``, ``grad_norm``, ``clipped_norm``, ``clipped``."""
-        if self.parts.clip is None:
-            return {}
-        self.parts.clip.flush()
-        return self.parts.clip.history
-
-    @property
-    def instruments(self) -> Any:
-        """The :class:`~optiscope.instruments.Instruments` (built at the first batch)."""
-        return self.parts.instruments
-
     # -- setup --------------------------------------------------------------------------
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -193,9 +175,7 @@ class OptiscopeCallback(pl.Callback):
         if self.parts.instruments is not None:
             return
         if len(trainer.optimizers) != 1:
-            raise ValueError(
-                f"the instruments follow one optimizer, got {len(trainer.optimizers)}"
-            )
+            raise ValueError(f"the instruments follow one optimizer, got {len(trainer.optimizers)}")
         optimizer = trainer.optimizers[0]
         self.parts.build_instruments(pl_module, optimizer, batch, trainer.accumulate_grad_batches)
         # Right after optimizer.step() and before Lightning steps the scheduler, so the

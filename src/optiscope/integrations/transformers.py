@@ -26,14 +26,14 @@ from transformers import TrainerCallback
 
 from optiscope._internal.atomic import atomic_write
 from optiscope.integrations._analysis import first_batches, write_analysis
-from optiscope.integrations._loop import LoopParts
+from optiscope.integrations._loop import LoopParts, PartsView
 
 __all__ = ["OptiscopeCallback", "STATE_NAME"]
 
 STATE_NAME = "optiscope_state.pt"
 
 
-class OptiscopeCallback(TrainerCallback):
+class OptiscopeCallback(PartsView, TrainerCallback):
     """Clipper, instruments and end-of-training analysis for a Hugging Face ``Trainer``.
 
     - **Clipping**: the clipper runs in ``on_pre_optimizer_step``, once per optimizer
@@ -94,24 +94,6 @@ class OptiscopeCallback(TrainerCallback):
         self._loss: torch.Tensor | None = None
         self._hook: Any = None
         self._batch_size: int | None = None
-
-    @property
-    def clipper(self) -> Any:
-        """The optiscope clipper (None when there is none)."""
-        return self.parts.clipper
-
-    @property
-    def clip_history(self) -> dict[str, list[Any]]:
-        """Per optimizer step: ``step``, ``grad_norm``, ``clipped_norm``, ``clipped``."""
-        if self.parts.clip is None:
-            return {}
-        self.parts.clip.flush()
-        return self.parts.clip.history
-
-    @property
-    def instruments(self) -> Any:
-        """The :class:`~optiscope.instruments.Instruments` (built at the first batch)."""
-        return self.parts.instruments
 
     def attach(self, trainer: transformers.Trainer) -> OptiscopeCallback:
         """Add this callback to ``trainer`` (once) and log through its ``log``.
@@ -295,4 +277,3 @@ def _unscale(optimizer: Any) -> None:
     stage = scaler._per_optimizer_states[id(inner)]["stage"]
     if stage is OptState.READY:
         scaler.unscale_(inner)
-
