@@ -9,15 +9,18 @@ import torch
 from torch import nn
 
 from optiscope._internal.checks import check_choice, check_int, check_open_unit, check_positive
-from optiscope.batch_loss import BatchLoss, FunctionLoss, as_batch_loss, to_device
+from optiscope.batch_loss import BatchLoss, to_device
 from optiscope.instruments._noise import NoiseEMA
 from optiscope.instruments._options import (
     DEFAULT_QUANTITIES,
     NOISE_SOURCES,
-    PROBED,
     QUANTITIES,
+    check_optimizer_fits,
+    check_probe,
     check_quantities,
+    choose_batch_loss,
     pick_noise_source,
+    trainable_parameters,
     world,
 )
 from optiscope.instruments._probes import Probes
@@ -157,40 +160,19 @@ class Instruments:
             accumulation_steps = check_int("accumulation_steps", accumulation_steps, low=1)
         seed = check_int("seed", seed, low=0)
         check_choice("noise_source", noise_source, NOISE_SOURCES)
-        if loss_fn is not None and batch_loss is not None:
-            raise ValueError("pass either loss_fn= or batch_loss=, not both")
-        if batch_loss is not None and not isinstance(batch_loss, BatchLoss):
-            if not callable(batch_loss):
-                raise TypeError(
-                    f"batch_loss must be a BatchLoss or fn(model, batch), got "
-                    f"{type(batch_loss).__name__}"
-                )
-            batch_loss = FunctionLoss(batch_loss)
-        self.batch_loss: BatchLoss = (
-            batch_loss if batch_loss is not None else as_batch_loss(loss_fn)
-        )
+        self.batch_loss: BatchLoss = choose_batch_loss(loss_fn, batch_loss)
 
         self._ddp: nn.Module | None = None
         if isinstance(model, nn.parallel.DistributedDataParallel):
             self._ddp, model = model, model.module
         self.model = model
         self.optimizer = optimizer
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        if not named:
-            raise ValueError(
-                "model has no trainable parameters (requires_grad=True): nothing to measure"
-            )
+        named = trainable_parameters(model)
         self.names = [n for n, _ in named]
         self.device = named[0][1].device
         self.rank, self.world_size = world()
         wants = set(self.quantities)
-        if "preconditioned_sharpness" in wants and not all(
-            "betas" in g for g in optimizer.param_groups
-        ):
-            raise ValueError(
-                "quantities has 'preconditioned_sharpness', which needs an Adam-family "
-                f"optimizer (param groups with 'betas'), got {type(optimizer).__name__}"
-            )
+        check_optimizer_fits(wants, optimizer)
         self.noise_source = pick_noise_source(
             noise_source,
             wants,
@@ -199,9 +181,7 @@ class Instruments:
             accumulation_steps,
             _probe_later,
         )
-        if wants & set(PROBED) and probe_batch is None and not _probe_later:
-            needs = sorted(wants & set(PROBED))
-            raise ValueError(f"quantities {needs} need a probe_batch (a fixed batch to evaluate)")
+        check_probe(wants, probe_batch is not None or _probe_later)
         self.probe_batch: Any = None
         if probe_batch is not None:
             self.set_probe_batch(probe_batch)

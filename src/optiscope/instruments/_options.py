@@ -5,17 +5,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 import torch.distributed as dist
+from torch import nn
 
 from optiscope._internal.registry import nearest
+from optiscope.batch_loss import BatchLoss, FunctionLoss, as_batch_loss
 
 __all__ = [
     "DEFAULT_QUANTITIES",
     "NOISE_SOURCES",
     "PROBED",
     "QUANTITIES",
+    "check_optimizer_fits",
+    "check_probe",
     "check_quantities",
+    "choose_batch_loss",
     "pick_noise_source",
+    "trainable_parameters",
     "world",
 ]
 
@@ -90,3 +97,46 @@ def pick_noise_source(
     if source == "split" and probe is None and not later:
         raise ValueError("noise_source='split' needs a probe_batch to split")
     return source
+
+
+def choose_batch_loss(loss_fn: Any, batch_loss: Any) -> BatchLoss:
+    """The one :class:`BatchLoss` from ``loss_fn(output, target)`` or ``batch_loss``."""
+    if loss_fn is not None and batch_loss is not None:
+        raise ValueError("pass either loss_fn= or batch_loss=, not both")
+    if batch_loss is None:
+        return as_batch_loss(loss_fn)
+    if isinstance(batch_loss, BatchLoss):
+        return batch_loss
+    if not callable(batch_loss):
+        raise TypeError(
+            f"batch_loss must be a BatchLoss or fn(model, batch), got {type(batch_loss).__name__}"
+        )
+    return FunctionLoss(batch_loss)
+
+
+def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """``(name, parameter)`` of every parameter with ``requires_grad``; raises if none."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise ValueError(
+            "model has no trainable parameters (requires_grad=True): nothing to measure"
+        )
+    return named
+
+
+def check_optimizer_fits(wants: set[str], optimizer: torch.optim.Optimizer) -> None:
+    """Preconditioned sharpness needs Adam's second moments (param groups with ``betas``)."""
+    if "preconditioned_sharpness" in wants and not all(
+        "betas" in g for g in optimizer.param_groups
+    ):
+        raise ValueError(
+            "quantities has 'preconditioned_sharpness', which needs an Adam-family "
+            f"optimizer (param groups with 'betas'), got {type(optimizer).__name__}"
+        )
+
+
+def check_probe(wants: set[str], has_probe: bool) -> None:
+    """Sharpness and the gradient tests evaluate a fixed probe batch."""
+    needs = sorted(wants & set(PROBED))
+    if needs and not has_probe:
+        raise ValueError(f"quantities {needs} need a probe_batch (a fixed batch to evaluate)")
