@@ -17,7 +17,12 @@ from torch import nn
 
 from optiscope._internal.checks import check_positive_int
 from optiscope.batch_loss import BatchLoss, as_batch_loss
-from optiscope.integrations._analysis import AnalysisOptions, analysis_options
+from optiscope.integrations._analysis import (
+    AnalysisOptions,
+    analysis_options,
+    first_batches,
+    write_analysis,
+)
 from optiscope.integrations._clip import ClipStep, as_clipper
 
 __all__ = ["LoopParts", "PartsView"]
@@ -244,6 +249,29 @@ class LoopParts:
         numbers = dynamics.dynamics_numbers(inst.history, list(inst.hvp_counts))
         figures = dynamics.dynamics_figures(cfg, inst.history, Path(run_dir) / "figures")
         return numbers, figures
+
+    def write_report(self, model: nn.Module, loader: Any, rows: Mapping[str, Any]) -> Path:
+        """The end-of-training analysis into :attr:`run_dir`: the path of ``report.html``.
+
+        ``rows`` are the framework's summary rows (framework, steps, ...); the model's name
+        and size, the clipper and the instruments' rows and figures are added here.
+        """
+        options = self.analysis
+        if options is None:
+            raise RuntimeError("write_report needs the analysis options (analysis=None)")
+        device = next(model.parameters()).device
+        batches = first_batches(loader, options.max_batches, device)
+        run_dir = Path(self.run_dir)  # type: ignore[arg-type]
+        size = sum(p.numel() for p in model.parameters())
+        summary = {
+            "Framework": rows["Framework"],
+            "Model": f"{type(model).__name__} - {size:,} parameters",
+            **{k: v for k, v in rows.items() if k != "Framework"},
+            **self.describe(),
+        }
+        numbers, figures = self.instrument_outputs(run_dir)
+        summary.update(numbers)
+        return write_analysis(model, self.batch_loss, batches, options, run_dir, summary, figures)
 
 
 class PartsView:

@@ -23,7 +23,6 @@ import lightning.pytorch as pl
 import torch
 
 from optiscope._internal.checks import check_choice, check_positive_int
-from optiscope.integrations._analysis import first_batches, write_analysis
 from optiscope.integrations._loop import LoopParts, PartsView
 from optiscope.schedules import Schedule, ScheduleLR
 
@@ -254,21 +253,12 @@ class OptiscopeCallback(PartsView, pl.Callback):
         loader = trainer.train_dataloader
         if loader is None:
             raise ValueError("the analysis needs the training dataloader; fit has none")
-        batches = first_batches(loader, options.max_batches, pl_module.device)
-        run_dir = Path(self.parts.run_dir)  # type: ignore[arg-type]
-        summary = {
+        rows = {
             "Framework": f"Lightning {pl.__version__}",
-            "Model": f"{type(pl_module).__name__} - "
-            f"{sum(p.numel() for p in pl_module.parameters()):,} parameters",
             "Optimizer steps": trainer.global_step,
             "Epochs": trainer.current_epoch,
-            **self.parts.describe(),
         }
-        numbers, figures = self.parts.instrument_outputs(run_dir)
-        summary.update(numbers)
-        self.report_path = write_analysis(
-            pl_module, self.parts.batch_loss, batches, options, run_dir, summary, figures
-        )
+        self.report_path = self.parts.write_report(pl_module, loader, rows)
 
     # -- checkpoints -----------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ import transformers
 from transformers import TrainerCallback
 
 from optiscope._internal.atomic import atomic_write
-from optiscope.integrations._analysis import first_batches, write_analysis
+from optiscope.integrations._analysis import first_batches
 from optiscope.integrations._loop import LoopParts, PartsView
 
 __all__ = ["OptiscopeCallback", "STATE_NAME"]
@@ -238,22 +238,13 @@ class OptiscopeCallback(PartsView, TrainerCallback):
         options = self.parts.analysis
         if options is None or not state.is_world_process_zero:
             return
-        model = kwargs["model"]
-        device = next(model.parameters()).device
-        batches = first_batches(kwargs["train_dataloader"], options.max_batches, device)
-        run_dir = Path(self.parts.run_dir)  # type: ignore[arg-type]
-        summary = {
+        rows = {
             "Framework": f"transformers {transformers.__version__}",
-            "Model": f"{type(model).__name__} - "
-            f"{sum(p.numel() for p in model.parameters()):,} parameters",
             "Optimizer steps": state.global_step,
             "Gradient accumulation": args.gradient_accumulation_steps,
-            **self.parts.describe(),
         }
-        numbers, figures = self.parts.instrument_outputs(run_dir)
-        summary.update(numbers)
-        self.report_path = write_analysis(
-            model, self.parts.batch_loss, batches, options, run_dir, summary, figures
+        self.report_path = self.parts.write_report(
+            kwargs["model"], kwargs["train_dataloader"], rows
         )
 
 
