@@ -9,19 +9,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from optiscope import AdvancedTrainer, InstrumentsCallback, digits_mlp
-from optiscope.instruments import Instruments
+from optiscope.instruments import QUANTITIES, Instruments
 from tests.instruments._helpers import run_loop
-
-QUANTITIES = [
-    "loss",
-    "grad_norm",
-    "layers",
-    "distance",
-    "noise_scale",
-    "sharpness",
-    "preconditioned_sharpness",
-    "grad_tests",
-]
 
 
 def _problem(n=96, seed=0, dropout=0.1):

@@ -15,21 +15,10 @@ import pytest
 import torch
 
 from optiscope.batch_loss import as_batch_loss
-from optiscope.instruments import Instruments
+from optiscope.instruments import QUANTITIES, Instruments
 from tests.curvature._reference import assert_same_state, state_of
 from tests.zoo._registry import ZooMember
 from tests.zoo.test_curvature import Reference
-
-ALL = [
-    "loss",
-    "grad_norm",
-    "layers",
-    "distance",
-    "noise_scale",
-    "sharpness",
-    "preconditioned_sharpness",
-    "grad_tests",
-]
 
 
 def _sample(batch, i):
@@ -68,7 +57,7 @@ def test_every_quantity_on_every_member(member: ZooMember):
     inst = Instruments(
         model,
         opt,
-        ALL,
+        QUANTITIES,
         sharpness_every=2,
         grad_tests_every=2,
         probe_batch=batch,
