@@ -97,9 +97,18 @@ def test_plots_draw_what_was_measured_and_refuse_the_rest():
         "layers/a/update_ratio": [(1, 1e-3), (2, float("nan"))],
         "layers/b/update_ratio": [(1, 1e-2), (2, 1e-4)],
         "distance": [(1, 0.1), (2, 0.2)],
+        "grad_tests/norm_test": [(2, 3.0), (4, 2.0)],
+        "grad_tests/inner_product_test": [(2, 0.5), (4, 0.25)],
+        "grad_tests/orthogonality_test": [(2, 4.0), (4, 5.0)],
+        "grad_tests/gsnr": [(2, 0.3), (4, 0.1)],
     }
     figs = plots.figures(h)
-    assert sorted(figs) == ["distance", "noise_scale", "sharpness", "update_ratios"]
+    assert sorted(figs) == ["distance", "grad_tests", "noise_scale", "sharpness", "update_ratios"]
+    tests_ax, gsnr_ax = figs["grad_tests"].axes[:2]
+    assert [list(line.get_ydata()) for line in tests_ax.lines[:3]] == [[3.0, 2.0], [0.5, 0.25],
+                                                                      [4.0, 5.0]]  # fmt: skip
+    assert list(tests_ax.lines[3].get_ydata()) == [1.0, 1.0]  # the tolerance-1 line
+    assert tests_ax.get_yscale() == "log" and list(gsnr_ax.lines[0].get_ydata()) == [0.3, 0.1]
     grid = figs["update_ratios"].axes[0].images[0].get_array()
     assert grid.shape == (2, 2) and grid[0, 0] == pytest.approx(-3.0) and grid.mask[0, 1]
     line = figs["sharpness"].axes[0].lines[1]
@@ -109,6 +118,7 @@ def test_plots_draw_what_was_measured_and_refuse_the_rest():
         plots.noise_scale_figure,
         plots.update_ratio_heatmap,
         plots.distance_figure,
+        plots.grad_tests_figure,
     ):
         with pytest.raises(ValueError, match="history has no"):
             fn({})

@@ -252,6 +252,8 @@ def test_the_report_shows_the_figures_with_captions_and_the_summary_rows(measure
     assert "2/lr" in by_file["instruments_sharpness.png"]["caption"]
     assert "critical batch size" in by_file["instruments_noise.png"]["caption"]
     assert "batch size this run used (120)" in by_file["instruments_noise.png"]["caption"]
+    assert "every 6 optimizer steps" in by_file["instruments_grad_tests.png"]["caption"]
+    assert (run / "figures" / "instruments_grad_tests.png").read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["final sharpness"] == pytest.approx(saved["history"]["sharpness"][-1][1])
     page = (run / "report.html").read_text(encoding="utf-8")

@@ -16,6 +16,7 @@ from optiscope._internal.figures import finish_figure
 __all__ = [
     "distance_figure",
     "figures",
+    "grad_tests_figure",
     "noise_scale_figure",
     "sharpness_figure",
     "update_ratio_heatmap",
@@ -200,8 +201,64 @@ def distance_figure(
     return finish_figure(fig, path, show)
 
 
+GRAD_TEST_LINES = (
+    ("grad_tests/norm_test", "norm test"),
+    ("grad_tests/inner_product_test", "inner-product test"),
+    ("grad_tests/orthogonality_test", "orthogonality test"),
+)
+
+
+def grad_tests_figure(
+    history: History,
+    *,
+    path: str | os.PathLike | None = None,
+    show: bool = False,
+) -> Any:
+    """Cockpit's gradient tests over steps (left) and the mean gradient signal-to-noise
+    ratio (right).
+
+    Each test is the smallest tolerance (``theta`` or ``nu``) the probe batch's gradient
+    passes: the spread of the per-sample gradients relative to the mean gradient's norm,
+    at this batch size. Below the dashed line at 1 the mean gradient is reliable at
+    tolerance 1; well above it the step is mostly noise, and the adaptive-sampling rules
+    of Byrd et al. 2012 and Bollapragada et al. 2018 would grow the batch. The GSNR falls
+    as training reaches the noise floor.
+
+    Raises:
+        ValueError: The history has no gradient tests.
+
+    Example:
+        >>> h = {"grad_tests/norm_test": [(16, 2.0), (32, 3.0)],
+        ...      "grad_tests/gsnr": [(16, 0.5), (32, 0.2)]}
+        >>> [len(a.lines) for a in grad_tests_figure(h).axes]
+        [2, 1]
+    """
+    if not any(history.get(k) for k, _ in GRAD_TEST_LINES) and not history.get("grad_tests/gsnr"):
+        _require(history, "grad_tests/norm_test", "grad_tests")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in GRAD_TEST_LINES:
+        if history.get(key):
+            left.plot(*_series(history, key), marker=".", label=label)
+    left.axhline(1.0, color="k", linestyle="--", linewidth=1, label="tolerance 1")
+    if all(v > 0 for k, _ in GRAD_TEST_LINES for v in _series(history, k)[1]):
+        left.set_yscale("log")
+    left.set_xlabel("optimizer step")
+    left.set_ylabel("smallest tolerance passed")
+    left.set_title("Gradient tests")
+    left.legend()
+    if history.get("grad_tests/gsnr"):
+        right.plot(*_series(history, "grad_tests/gsnr"), marker=".", color="C3")
+    right.set_xlabel("optimizer step")
+    right.set_ylabel("mean GSNR")
+    right.set_title("Gradient signal-to-noise ratio")
+    return finish_figure(fig, path, show)
+
+
 def figures(history: History) -> dict[str, Any]:
-    """``{"sharpness", "noise_scale", "update_ratios", "distance"}`` for what was measured.
+    """``{"sharpness", "noise_scale", "update_ratios", "distance", "grad_tests"}`` for what
+    was measured.
 
     Example:
         >>> sorted(figures({"distance": [(1, 0.1)]}))
@@ -216,4 +273,6 @@ def figures(history: History) -> dict[str, Any]:
         out["update_ratios"] = update_ratio_heatmap(history)
     if history.get("distance"):
         out["distance"] = distance_figure(history)
+    if any(history.get(k) for k, _ in GRAD_TEST_LINES) or history.get("grad_tests/gsnr"):
+        out["grad_tests"] = grad_tests_figure(history)
     return out

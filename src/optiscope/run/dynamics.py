@@ -315,6 +315,19 @@ def dynamics_figures(cfg: Config, history: History, fig_dir: Path) -> list[Figur
             "(weight norm growth, or a rate too large to settle).",
             save_figure(plots.distance_figure(history), fig_dir / "instruments_distance.png"),
         ))  # fmt: skip
+    if any(k.startswith("grad_tests/") and v for k, v in history.items()):
+        out.append(FigureSpec(
+            "Gradient tests and signal-to-noise ratio",
+            "Cockpit's norm, inner-product and orthogonality tests on the probe batch's "
+            f"per-sample gradients, every {inst.grad_tests_every} optimizer steps: each is the "
+            "smallest tolerance the mean gradient passes at this batch size (the spread of "
+            "the per-sample gradients relative to the mean's norm). Below 1 the gradient "
+            "direction is reliable; far above 1 the step is mostly noise, and adaptive "
+            "sampling (Byrd et al. 2012, Bollapragada et al. 2018) would grow the batch. "
+            "Right: the mean gradient signal-to-noise ratio, which falls as training "
+            "reaches the noise floor.",
+            save_figure(plots.grad_tests_figure(history), fig_dir / "instruments_grad_tests.png"),
+        ))  # fmt: skip
     return out
 
 
