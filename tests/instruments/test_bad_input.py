@@ -68,6 +68,8 @@ def test_interval_below_one(key, value):
         ),
         ({"batch_loss": 3}, TypeError, "batch_loss"),
         ({"quantities": ["grad_tests"], "probe_batch": data(1)}, ValueError, "2 samples"),
+        ({"ddp_model": torch.nn.Linear(2, 2)}, TypeError, "ddp_model must be a Distributed"),
+        ({"quantities": ["noise_scale"], "noise_source": "ddp"}, ValueError, "ddp_model"),
     ],
 )
 def test_bad_arguments(kw, error, match):

@@ -40,17 +40,14 @@ def outputs(tmp_path_factory):
     return out
 
 
-def test_ddp_noise_scale_matches_brute_force(outputs):
-    history = json.load(open(outputs))
+def brute_force(beta: float = 0.5) -> list[tuple[float, float]]:
+    """``(smoothed noise scale, |G|)`` per step of the worker's problem, in one process:
+    each rank's gradient on its shard, rank 0's as the small batch, their mean stepped."""
+    from tests.instruments._ddp_noise_worker import LOCAL, STEPS, problem, shard
 
-    sys.path.insert(0, str(WORKER.parent))
-    try:
-        from _ddp_noise_worker import LOCAL, STEPS, problem, shard
-    finally:
-        sys.path.pop(0)
     model, X, y = problem()
     opt = torch.optim.SGD(model.parameters(), lr=0.3)
-    beta, m_g, m_s, expected = 0.5, 0.0, 0.0, []
+    m_g, m_s, expected = 0.0, 0.0, []
     for step in range(STEPS):
         grads = []
         for rank in range(2):
@@ -68,6 +65,14 @@ def test_ddp_noise_scale_matches_brute_force(outputs):
             offset += p.numel()
         opt.step()
         opt.zero_grad()
+    return expected
+
+
+def test_ddp_noise_scale_matches_brute_force(outputs):
+    from tests.instruments._ddp_noise_worker import LOCAL
+
+    history = json.load(open(outputs))
+    expected = brute_force()
     assert [s for s, _ in history["noise_scale"]] == [1, 2, 3, 4]
     for (_, ns), (_, gn), (ns_ref, gn_ref) in zip(
         history["noise_scale"], history["grad_norm"], expected

@@ -58,7 +58,7 @@ class Instruments:
       second batch size comes from ``noise_source``: ``"micro_batches"`` (gradient
       accumulation: a subtraction, norm and copy of the gradients per micro-batch),
       ``"ddp"`` (this rank's gradient against the all-reduced one, via a DDP comm hook;
-      pass the ``DistributedDataParallel`` model), ``"split"`` (the probe batch in
+      pass the ``DistributedDataParallel`` model, or ``ddp_model``), ``"split"`` (the probe batch in
       ``split`` pieces: one extra forward and backward of the probe per interval), or
       ``"auto"`` (ddp for a DDP model, micro_batches when ``accumulation_steps > 1``,
       split when a probe batch is given).
@@ -100,6 +100,10 @@ class Instruments:
             (relative) between steps, or its residual is that small (> 0).
         accumulation_steps: Micro-batches per optimizer step, if known (for ``"auto"``).
         seed: Seeds the first Lanczos start vector (the global RNG is never used).
+        ddp_model: The ``DistributedDataParallel`` wrapper that trains ``model`` when it
+            wraps more than ``model`` itself (Lightning wraps the LightningModule in a
+            module of its own, accelerate may too): its comm hook gives the ``"ddp"``
+            noise source. Not needed when ``model`` is the wrapper.
 
     Raises:
         ValueError: An unknown quantity or noise source, an interval < 1, noise scale
@@ -142,6 +146,7 @@ class Instruments:
         sharpness_tol: float = 1e-3,
         accumulation_steps: int | None = None,
         seed: int = 0,
+        ddp_model: nn.Module | None = None,
         _probe_later: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -162,7 +167,11 @@ class Instruments:
         check_choice("noise_source", noise_source, NOISE_SOURCES)
         self.batch_loss: BatchLoss = choose_batch_loss(loss_fn, batch_loss)
 
-        self._ddp: nn.Module | None = None
+        if ddp_model is not None and not isinstance(ddp_model, nn.parallel.DistributedDataParallel):
+            raise TypeError(
+                f"ddp_model must be a DistributedDataParallel, got {type(ddp_model).__name__}"
+            )
+        self._ddp: nn.Module | None = ddp_model
         if isinstance(model, nn.parallel.DistributedDataParallel):
             self._ddp, model = model, model.module
         self.model = model

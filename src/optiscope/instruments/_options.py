@@ -87,7 +87,8 @@ def pick_noise_source(
         )
     if source == "ddp" and not ddp:
         raise ValueError(
-            "noise_source='ddp' needs the DistributedDataParallel-wrapped model as model"
+            "noise_source='ddp' needs the DistributedDataParallel-wrapped model as model "
+            "(or as ddp_model)"
         )
     if source == "micro_batches" and accum == 1:
         raise ValueError(

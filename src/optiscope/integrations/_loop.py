@@ -101,12 +101,14 @@ class LoopParts:
 
     def build_instruments(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, probe_batch: Any,
-        accumulation_steps: int,
+        accumulation_steps: int, wrapped: Any = None,
     ) -> None:  # fmt: skip
         """Create the instruments on the trainer's model and optimizer (first step).
 
         The first training batch is the probe batch unless one was given; the
-        accumulation count lets ``noise_source="auto"`` pick the micro-batches.
+        accumulation count lets ``noise_source="auto"`` pick the micro-batches, and the
+        framework's ``DistributedDataParallel`` wrapper (``wrapped``, when it is one) the
+        ranks' gradients.
         """
         if self.instrument_options is None or self.instruments is not None:
             return
@@ -116,6 +118,8 @@ class LoopParts:
         opts.setdefault("accumulation_steps", accumulation_steps)
         if opts.get("probe_batch") is None:
             opts["probe_batch"] = probe_batch
+        if isinstance(wrapped, nn.parallel.DistributedDataParallel):
+            opts["ddp_model"] = wrapped
         self.instruments = Instruments(model, optimizer, batch_loss=self.batch_loss, **opts)
         if self._pending_instruments is not None:
             self.instruments.load_state_dict(self._pending_instruments)

@@ -176,7 +176,9 @@ class OptiscopeCallback(PartsView, pl.Callback):
         if len(trainer.optimizers) != 1:
             raise ValueError(f"the instruments follow one optimizer, got {len(trainer.optimizers)}")
         optimizer = trainer.optimizers[0]
-        self.parts.build_instruments(pl_module, optimizer, batch, trainer.accumulate_grad_batches)
+        self.parts.build_instruments(
+            pl_module, optimizer, batch, trainer.accumulate_grad_batches, trainer.strategy.model
+        )  # under DDP, the strategy's model is DistributedDataParallel around the module
         # Right after optimizer.step() and before Lightning steps the scheduler, so the
         # instruments see the rate the step used; GradScaler skips the call (and with
         # it this hook) when it skips the step.

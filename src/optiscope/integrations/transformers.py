@@ -147,7 +147,9 @@ class OptiscopeCallback(PartsView, TrainerCallback):
             # The Trainer hands its callbacks no loss: read it off the model's output.
             self._hook = model.register_forward_hook(self._capture_loss, with_kwargs=True)
         probe = first_batches(loader, 1, next(model.parameters()).device)[0]
-        self.parts.build_instruments(model, optimizer, probe, accum)
+        # Under DDP the Trainer's model_wrapped is DistributedDataParallel around the model.
+        wrapped = getattr(self.trainer, "model_wrapped", None)
+        self.parts.build_instruments(model, optimizer, probe, accum, wrapped)
 
     def _capture_loss(self, module: Any, args: Any, kwargs: Any, output: Any) -> None:
         if not (module.training and torch.is_grad_enabled()):

@@ -1,0 +1,68 @@
+"""Lightning's DDP (``ddp_spawn``, 2 CPU processes, gloo) with the instruments' DDP noise.
+
+Run as ``python _lightning_ddp_worker.py OUT_JSON``. Each rank trains the model of
+``tests/instruments/_ddp_noise_worker.py`` on its own shard (rank r's batch at step s is
+``shard(X, y, s, r)``); rank 0 writes what its instruments measured.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from optiscope.integrations.lightning import OptiscopeCallback
+from tests.instruments._ddp_noise_worker import STEPS, problem, shard
+
+
+class Shards(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net, self.X, self.y = problem()
+
+    def training_step(self, batch, batch_idx):
+        x, t = batch
+        return F.cross_entropy(self.net(x), t)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.3)
+
+    def train_dataloader(self):
+        parts = [shard(self.X, self.y, s, self.global_rank) for s in range(STEPS)]
+        xs, ts = zip(*parts)
+        data = TensorDataset(torch.cat(xs), torch.cat(ts))
+        return DataLoader(data, batch_size=len(xs[0]), shuffle=False)
+
+
+class Dump(pl.Callback):
+    def __init__(self, optiscope: OptiscopeCallback, out: str) -> None:
+        self.optiscope, self.out = optiscope, out
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        inst = self.optiscope.instruments
+        if trainer.global_rank == 0:
+            record = {"source": inst.noise_source, "world": inst.world_size,
+                      "history": inst.history}  # fmt: skip
+            json.dump(record, open(self.out, "w"))
+
+
+def main() -> None:
+    optiscope = OptiscopeCallback(
+        instruments={"quantities": ["loss", "grad_norm", "noise_scale"], "smoothing": 0.5},
+        log_every=2,
+    )
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=STEPS,
+        use_distributed_sampler=False, callbacks=[optiscope, Dump(optiscope, sys.argv[1])],
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(Shards())
+
+
+if __name__ == "__main__":
+    main()
