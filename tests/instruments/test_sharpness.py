@@ -179,3 +179,29 @@ def test_lanczos_stops_at_a_breakdown_with_the_exact_eigenvalue():
     assert steps == 2 and residual == 0.0
     assert top == pytest.approx(3.0, rel=1e-6)
     assert torch.allclose(d * vec, 3.0 * vec, atol=1e-5)
+
+
+def test_the_gap_estimate_stops_a_warm_start_early_within_the_tolerance(monkeypatch):
+    import optiscope.instruments._eigen as eigen
+
+    # A well separated top eigenvalue (10 against 6 and below) and a start vector near
+    # its eigenvector, as a warm start is: the error estimate r^2 / gap falls below tol/3
+    # a step before the Ritz value settles to tol.
+    g = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(200, 200, generator=g, dtype=torch.float64))
+    lam = torch.cat([torch.tensor([10.0, 6.0]), torch.linspace(5.0, -2.0, 198)]).double()
+    A = (Q * lam) @ Q.T
+    tol = 1e-3
+    for size in (0.1, 0.2, 0.3, 0.5):
+        start = Q[:, 0] + size * torch.randn(200, generator=g, dtype=torch.float64)
+        top, _, _, steps = eigen.top_eigenpair(lambda v: A @ v, start, 50, tol, eigen.Basis())
+        assert 10.0 - tol * 10.0 <= top <= 10.0 + 1e-12, size  # Ritz values never overshoot
+        with monkeypatch.context() as m:
+            m.setattr(eigen, "GAP_SAFETY", float("inf"))  # residual and change rules only
+            top_old, _, _, steps_old = eigen.top_eigenpair(
+                lambda v: A @ v, start, 50, tol, eigen.Basis()
+            )
+        assert 10.0 - tol * 10.0 <= top_old <= 10.0 + 1e-12
+        assert steps <= steps_old
+        if size == 0.1:
+            assert steps < steps_old  # the estimate saved a product

@@ -97,7 +97,8 @@ class Instruments:
         smoothing: EMA factor for the noise scale's numerator and denominator, in (0, 1).
         sharpness_iters: Lanczos steps per measurement at most (>= 1).
         sharpness_tol: Lanczos stops when the top Ritz value changes by at most this
-            (relative) between steps, or its residual is that small (> 0).
+            (relative) between steps, its residual is that small, or its estimated error
+            (residual^2 / gap to the second Ritz value) a third of it (> 0).
         accumulation_steps: Micro-batches per optimizer step, if known (for ``"auto"``).
         seed: Seeds the first Lanczos start vector (the global RNG is never used).
         ddp_model: The ``DistributedDataParallel`` wrapper that trains ``model`` when it
