@@ -103,9 +103,14 @@ def test_plots_draw_what_was_measured_and_refuse_the_rest():
         "grad_tests/inner_product_test": [(2, 0.5), (4, 0.25)],
         "grad_tests/orthogonality_test": [(2, 4.0), (4, 5.0)],
         "grad_tests/gsnr": [(2, 0.3), (4, 0.1)],
+        "hessian_trace": [(2, 12.0), (4, 20.0)],
+        "hessian_trace/stderr": [(2, 1.0), (4, 0.5)],
     }
     figs = plots.figures(h)
-    assert sorted(figs) == ["distance", "grad_tests", "noise_scale", "sharpness", "update_ratios"]
+    assert sorted(figs) == ["distance", "grad_tests", "hessian_trace", "noise_scale",
+                            "sharpness", "update_ratios"]  # fmt: skip
+    band = figs["hessian_trace"].axes[0].collections[0].get_paths()[0].vertices[:, 1]
+    assert min(band) == pytest.approx(10.0) and max(band) == pytest.approx(21.0)
     tests_ax, gsnr_ax = figs["grad_tests"].axes[:2]
     assert [list(line.get_ydata()) for line in tests_ax.lines[:3]] == [[3.0, 2.0], [0.5, 0.25],
                                                                       [4.0, 5.0]]  # fmt: skip
@@ -121,6 +126,7 @@ def test_plots_draw_what_was_measured_and_refuse_the_rest():
         plots.update_ratio_heatmap,
         plots.distance_figure,
         plots.grad_tests_figure,
+        plots.hessian_trace_figure,
     ):
         with pytest.raises(ValueError, match="history has no"):
             fn({})

@@ -66,12 +66,13 @@ def test_the_table_is_off_by_default_and_reads_every_key() -> None:
     cfg = parse_config(
         '[instruments]\nenabled = true\nquantities = ["loss", "sharpness"]\nevery = 2\n'
         'sharpness_every = 8\ngrad_tests_every = 4\nnoise_source = "split"\n'
-        "probe_batch_size = 32\n"
+        "probe_batch_size = 32\ntrace_samples = 3\n"
     )
     i = cfg.instruments
     assert (i.enabled, i.quantities) == (True, ["loss", "sharpness"])
     assert (i.every, i.sharpness_every) == (2, 8)
     assert (i.grad_tests_every, i.noise_source, i.probe_batch_size) == (4, "split", 32)
+    assert i.trace_samples == 3
     assert parse_config(config_to_toml(cfg)).to_dict() == cfg.to_dict()
 
 
@@ -87,6 +88,7 @@ def test_the_table_is_off_by_default_and_reads_every_key() -> None:
         ("every = 0", "[instruments] every: must be an int >= 1"),
         ("sharpness_every = 0", "[instruments] sharpness_every: must be an int >= 1, got 0"),
         ("grad_tests_every = -3", "[instruments] grad_tests_every: must be an int >= 1"),
+        ("trace_samples = 1", "[instruments] trace_samples: must be an int >= 2, got 1"),
         ("probe_batch_size = -1", "[instruments] probe_batch_size: must be an int >= 0"),
         ('noise_source = "rank"', "[instruments] noise_source: must be one of auto, "
          "micro_batches, ddp, split, got 'rank'"),
@@ -185,7 +187,8 @@ def measured(tmp_path_factory):
     root = tmp_path_factory.mktemp("inst")
     extra = (
         '[instruments]\nenabled = true\nquantities = ["loss", "grad_norm", "layers", '
-        '"distance", "noise_scale", "sharpness", "grad_tests"]\nsharpness_every = 4\n'
+        '"distance", "noise_scale", "sharpness", "hessian_trace", "grad_tests"]\n'
+        "sharpness_every = 4\n"
         "grad_tests_every = 6\nprobe_batch_size = 200\n"
     )
     text = SMALL.replace("[train]\nepochs = 1", "[train]\nepochs = 1\ngrad_accum_steps = 2")
@@ -223,11 +226,17 @@ def test_distance_and_sharpness_match_references_from_the_run_directory(measured
         out = torch.func.functional_call(comps.model, parts, (x.double(),))
         return torch.nn.functional.cross_entropy(out, y)
 
-    exact = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss, flat0.double()))
+    H = torch.autograd.functional.hessian(loss, flat0.double())
+    exact = torch.linalg.eigvalsh(H)
     # Lanczos stops at the instruments' default tolerance (1e-3 on the settling Ritz value);
     # a wrong probe batch or wrong weights would be off by far more than this.
     assert h["sharpness"][-1][1] == pytest.approx(exact[-1].item(), rel=5e-3)
     assert all(v == pytest.approx(2 / 0.05) for _, v in h["sharpness_threshold"])
+    # The Hessian trace at the same step: the exact trace within 4 standard errors.
+    assert [s for s, _ in h["hessian_trace"]] == [4, 8, 12]
+    err = h["hessian_trace/stderr"][-1][1]
+    assert 0 < err and abs(h["hessian_trace"][-1][1] - torch.trace(H).item()) <= 4 * err
+    assert result.summary["final Hessian trace"] == h["hessian_trace"][-1][1]
     assert len(saved["hvp_counts"]) == 3 and all(c >= 1 for c in saved["hvp_counts"])
 
 
@@ -253,6 +262,7 @@ def test_the_report_shows_the_figures_with_captions_and_the_summary_rows(measure
     assert "critical batch size" in by_file["instruments_noise.png"]["caption"]
     assert "batch size this run used (120)" in by_file["instruments_noise.png"]["caption"]
     assert "every 6 optimizer steps" in by_file["instruments_grad_tests.png"]["caption"]
+    assert "4 optimizer steps" in by_file["instruments_trace.png"]["caption"]
     assert (run / "figures" / "instruments_grad_tests.png").read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["final sharpness"] == pytest.approx(saved["history"]["sharpness"][-1][1])

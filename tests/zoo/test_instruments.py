@@ -10,6 +10,7 @@ leave the model bit-for-bit as it was.
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -91,3 +92,9 @@ def test_every_quantity_on_every_member(member: ZooMember):
     assert (hv - lam * vec).norm().item() <= 0.1 * abs(lam) + 1e-6
     assert v["grad_tests/norm_test"] == pytest.approx(_plain_norm_test(model, bl, batch), rel=1e-3)
     assert v["preconditioned_sharpness"] > 0 and v["noise_scale/trace"] > 0
+    # The trace's exact low-rank part: tr(Q^T H Q) of the sharpness basis, by the
+    # independent float64 products.
+    Q, low_rank = inst._probe.sharpness.sketch()
+    exact_part = sum((q.double() @ ref.hvp(q.double())).item() for q in Q)
+    assert low_rank == pytest.approx(exact_part, rel=2e-3, abs=1e-6)
+    assert v["hessian_trace/stderr"] >= 0 and math.isfinite(v["hessian_trace"])

@@ -21,7 +21,7 @@ measurement pays only for its graph and its products:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from torch import nn
 from optiscope.batch_loss import BatchLoss
 from optiscope.curvature._kernels import double_backward_kernels
 
-__all__ = ["GAP_SAFETY", "ProbeHessian", "top_eigenpair"]
+__all__ = ["GAP_SAFETY", "Eigenpair", "ProbeHessian", "top_eigenpair"]
 
 # The gap-based error estimate must be this far inside the tolerance (see top_eigenpair).
 GAP_SAFETY = 3.0
@@ -102,6 +102,10 @@ class ProbeHessian:
             for o, s in zip(outs, self.sizes)
         ])  # fmt: skip
 
+    def matmat(self, vectors: torch.Tensor) -> torch.Tensor:
+        """``H`` applied to each row of ``vectors`` (one double backward per row)."""
+        return torch.stack([self.matvec(v) for v in vectors])
+
     def clear(self) -> None:
         """Drop the graph (its activations) until the next :meth:`build`."""
         self._primals, self._grads = [], []
@@ -122,15 +126,27 @@ class Basis:
         return Q
 
 
+class Eigenpair(NamedTuple):
+    """What :func:`top_eigenpair` found, and the Krylov basis it left in its buffer."""
+
+    value: float
+    vector: torch.Tensor  # unit norm
+    residual: float  # ||A v - value v||
+    products: int  # matvecs spent, = the rows of the basis buffer now holding Q
+    ritz_trace: float  # tr(Q^T A Q) = sum of the Lanczos alphas
+
+
 def top_eigenpair(
     matvec: Any,
     start: torch.Tensor,
     max_iter: int,
     tol: float,
     basis: Basis,
-) -> tuple[float, torch.Tensor, float, int]:
-    """Largest eigenvalue of a symmetric operator by Lanczos: ``(value, unit vector,
-    residual, products)``.
+) -> Eigenpair:
+    """Largest eigenvalue of a symmetric operator by Lanczos, with its unit eigenvector.
+
+    The orthonormal Lanczos vectors stay in ``basis.Q[:products]`` until the next run
+    (a Krylov sketch for :mod:`~optiscope.instruments._trace`).
 
     Stops at the first step where one of three tests holds, each relative to the top
     Ritz value ``theta_1``:
@@ -189,4 +205,4 @@ def top_eigenpair(
     m = len(alphas)
     s = torch.from_numpy(S[:, -1].copy()).to(device=Q.device, dtype=Q.dtype)
     vector = s @ Q[:m]
-    return top, (vector / torch.linalg.vector_norm(vector)), residual, m
+    return Eigenpair(top, vector / torch.linalg.vector_norm(vector), residual, m, sum(alphas))

@@ -29,6 +29,8 @@ from optiscope.instruments._step import StepMeasure
 
 __all__ = ["DEFAULT_QUANTITIES", "NOISE_SOURCES", "QUANTITIES", "Instruments"]
 
+_HESSIAN = ("sharpness", "preconditioned_sharpness", "hessian_trace")  # at sharpness_every
+
 
 class Instruments:
     """Training-dynamics instruments for any model, optimizer and loop.
@@ -68,6 +70,11 @@ class Instruments:
       Hessian-vector products of each measurement.
     - ``"preconditioned_sharpness"``: top eigenvalue of ``P^-1 H`` with Adam's
       preconditioner, with ``preconditioned_threshold`` ``(2 + 2 beta1)/((1 - beta1) lr)``.
+    - ``"hessian_trace"`` (every ``sharpness_every`` steps): ``tr(H)`` of the probe
+      batch's loss and ``hessian_trace/stderr``, by Hutch++ with the sharpness run's
+      Lanczos basis as the sketch (exact on the top of the spectrum) plus
+      ``trace_samples`` Rademacher probes for the rest (plain Hutchinson without
+      ``"sharpness"``): ``trace_samples`` more Hessian-vector products on the same graph.
     - ``"grad_tests"`` (every ``grad_tests_every`` steps): Cockpit's norm,
       inner-product and orthogonality tests and mean GSNR from per-sample gradients of the
       probe batch (``grad_tests/...``): about one forward and backward of the probe batch
@@ -99,6 +106,7 @@ class Instruments:
         sharpness_tol: Lanczos stops when the top Ritz value changes by at most this
             (relative) between steps, its residual is that small, or its estimated error
             (residual^2 / gap to the second Ritz value) a third of it (> 0).
+        trace_samples: Rademacher probes per Hessian-trace measurement (>= 2).
         accumulation_steps: Micro-batches per optimizer step, if known (for ``"auto"``).
         seed: Seeds the first Lanczos start vector (the global RNG is never used).
         ddp_model: The ``DistributedDataParallel`` wrapper that trains ``model`` when it
@@ -145,6 +153,7 @@ class Instruments:
         smoothing: float = 0.95,
         sharpness_iters: int = 20,
         sharpness_tol: float = 1e-3,
+        trace_samples: int = 8,
         accumulation_steps: int | None = None,
         seed: int = 0,
         ddp_model: nn.Module | None = None,
@@ -162,6 +171,7 @@ class Instruments:
         self.smoothing = check_open_unit("smoothing", smoothing)
         self.sharpness_iters = check_int("sharpness_iters", sharpness_iters, low=1)
         self.sharpness_tol = check_positive("sharpness_tol", sharpness_tol, allow_inf=False)
+        self.trace_samples = check_int("trace_samples", trace_samples, low=2)
         if accumulation_steps is not None:
             accumulation_steps = check_int("accumulation_steps", accumulation_steps, low=1)
         seed = check_int("seed", seed, low=0)
@@ -205,7 +215,7 @@ class Instruments:
         split_pieces = self.split if self.noise_source == "split" else None
         self._probe = Probes(
             model, optimizer, self.batch_loss, self.names, self.quantities, split_pieces,
-            self._ema, self.sharpness_iters, self.sharpness_tol, seed,
+            self._ema, self.sharpness_iters, self.sharpness_tol, self.trace_samples, seed,
         )  # fmt: skip
         self._rec = Recorder()
         self.step = 0
@@ -292,7 +302,7 @@ class Instruments:
         wants = self.quantities
         jobs = []
         if step % self.sharpness_every == 0:
-            jobs += [q for q in ("sharpness", "preconditioned_sharpness") if q in wants]
+            jobs += [q for q in _HESSIAN if q in wants]
         if "grad_tests" in wants and step % self.grad_tests_every == 0:
             jobs.append("grad_tests")
         split_noise = self.noise_source == "split" and self._due(step)
@@ -346,6 +356,7 @@ class Instruments:
             "ema": self._ema.state_dict(),
             "sharpness": self._probe.sharpness.state_dict(),
             "preconditioned_sharpness": self._probe.preconditioned.state_dict(),
+            "hessian_trace": self._probe.trace.state_dict(),
             "recorder": self._rec.state_dict(),
             "probe_batch": self.probe_batch,
         }
@@ -367,6 +378,8 @@ class Instruments:
         self._ema.load_state_dict(state["ema"])
         self._probe.sharpness.load_state_dict(state["sharpness"], self.device)
         self._probe.preconditioned.load_state_dict(state["preconditioned_sharpness"], self.device)
+        if "hessian_trace" in state:  # states saved before the trace instrument have none
+            self._probe.trace.load_state_dict(state["hessian_trace"], self.device)
         self._rec.load_state_dict(state["recorder"])
         if state["probe_batch"] is not None:
             self.probe_batch = to_device(state["probe_batch"], self.device)

@@ -34,11 +34,12 @@ QUANTITIES = (
     "noise_scale",
     "sharpness",
     "preconditioned_sharpness",
+    "hessian_trace",
     "grad_tests",
 )
 DEFAULT_QUANTITIES = ("loss", "grad_norm", "layers", "distance")
 NOISE_SOURCES = ("auto", "micro_batches", "ddp", "split")
-PROBED = ("sharpness", "preconditioned_sharpness", "grad_tests")
+PROBED = ("sharpness", "preconditioned_sharpness", "hessian_trace", "grad_tests")
 
 
 def check_quantities(quantities: Any) -> tuple[str, ...]:

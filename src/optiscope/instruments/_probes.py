@@ -1,11 +1,14 @@
-"""The probe quantities: sharpness, preconditioned sharpness, gradient tests, split noise.
+"""The probe quantities: sharpness, preconditioned sharpness, the Hessian trace, gradient
+tests, split noise.
 
 Each runs on the fixed probe batch at the weights after the step, in eval mode (dropout
 off, BatchNorm on its running statistics: deterministic, and per-sample gradients stay
 independent), inside :func:`~optiscope._internal.restore.preserved` with the RNG states,
 so parameters, gradients, buffers, train/eval modes and RNG come back bit-for-bit. The
-Hessian probes alone (sharpness, preconditioned sharpness) never write parameters or
-gradients, so at their steps only modes, buffers and RNG states are saved and put back.
+Hessian probes alone (sharpness, preconditioned sharpness, trace) never write parameters
+or gradients, so at their steps only modes, buffers and RNG states are saved and put
+back. They share one gradient graph of the probe batch per step (one forward and
+backward), and the trace takes the sharpness run's Lanczos basis as its sketch.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from torch import nn
 
 from optiscope._internal.restore import RNGState, preserved
 from optiscope.batch_loss import BatchLoss
+from optiscope.instruments._eigen import ProbeHessian
 from optiscope.instruments._grad_tests import GRAD_TESTS, _slice, gradient_tests
 from optiscope.instruments._noise import NoiseEMA, noise_estimates, split_gradient_norms
 from optiscope.instruments._record import Recorder
@@ -28,10 +32,11 @@ from optiscope.instruments._sharpness import (
     preconditioned_threshold,
     sharpness_threshold,
 )
+from optiscope.instruments._trace import TraceTracker
 
 __all__ = ["Probes"]
 
-_HESSIAN_ONLY = ("sharpness", "preconditioned_sharpness")
+_HESSIAN_ONLY = ("sharpness", "preconditioned_sharpness", "hessian_trace")
 
 
 @contextmanager
@@ -77,6 +82,7 @@ class Probes:
         ema: NoiseEMA,
         iters: int,
         tol: float,
+        trace_samples: int,
         seed: int,
     ) -> None:
         self.model = model
@@ -86,8 +92,10 @@ class Probes:
         self.quantities = set(quantities)
         self.split = split
         self.ema = ema
-        self.sharpness = SharpnessTracker(batch_loss, names, iters, tol, seed)
-        self.preconditioned = SharpnessTracker(batch_loss, names, iters, tol, seed + 1)
+        self.hessian = ProbeHessian(model, batch_loss, names)  # rebuilt at each probe step
+        self.sharpness = SharpnessTracker(iters, tol, seed)
+        self.preconditioned = SharpnessTracker(iters, tol, seed + 1)
+        self.trace = TraceTracker(trace_samples, seed + 2)
 
     def measure(
         self,
@@ -104,16 +112,12 @@ class Probes:
         light = not split_noise and all(j in _HESSIAN_ONLY for j in jobs)
         with _modes_rng_buffers(self.model) if light else preserved(self.model, rng=True):
             self.model.eval()
-            if "sharpness" in jobs:
-                host["sharpness"] = self.sharpness.measure(self.model, probe)[0]
-                host["sharpness_threshold"] = sharpness_threshold(self.optimizer)
-            if "preconditioned_sharpness" in jobs:
-                params = dict(self.model.named_parameters())
-                d = adam_preconditioner(self.optimizer, [params[n] for n in self.names])
-                if d is not None:  # Adam has no state before its first step
-                    top = self.preconditioned.measure(self.model, probe, d)[0]
-                    host["preconditioned_sharpness"] = top
-                    host["preconditioned_threshold"] = preconditioned_threshold(self.optimizer)
+            if any(j in _HESSIAN_ONLY for j in jobs):
+                self.hessian.build(probe)
+                try:
+                    host.update(self._hessian_jobs(jobs))
+                finally:
+                    self.hessian.clear()
             tests = "grad_tests" in jobs
             if tests:
                 out = gradient_tests(self.model, self.batch_loss, probe, self.names)
@@ -127,6 +131,23 @@ class Probes:
                 tensors += split_gradient_norms(self.model, self.batch_loss, pieces, self.names)
         flat = torch.stack([t.reshape(()).float() for t in tensors]) if tensors else None
         recorder.add(step, flat, self.finish, (host, tests, n, batch_size or n))
+
+    def _hessian_jobs(self, jobs: list[str]) -> dict[str, float]:
+        """Sharpness, preconditioned sharpness and the trace on the built probe Hessian."""
+        op, out = self.hessian, {}
+        if "sharpness" in jobs:
+            out["sharpness"] = self.sharpness.measure(op)[0]
+            out["sharpness_threshold"] = sharpness_threshold(self.optimizer)
+        if "preconditioned_sharpness" in jobs:
+            params = dict(self.model.named_parameters())
+            d = adam_preconditioner(self.optimizer, [params[n] for n in self.names])
+            if d is not None:  # Adam has no state before its first step
+                out["preconditioned_sharpness"] = self.preconditioned.measure(op, d)[0]
+                out["preconditioned_threshold"] = preconditioned_threshold(self.optimizer)
+        if "hessian_trace" in jobs:
+            sketch = self.sharpness.sketch() if "sharpness" in jobs else None
+            out.update(self.trace.measure(op, sketch))
+        return out
 
     def finish(self, vals: list[float], meta: Any) -> dict[str, float]:
         host, tests, n, used = meta

@@ -45,8 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from optiscope.batch_loss import BatchLoss
-from optiscope.instruments._eigen import Basis, ProbeHessian, top_eigenpair
+from optiscope.instruments._eigen import Basis, Eigenpair, ProbeHessian, top_eigenpair
 
 __all__ = [
     "SharpnessTracker",
@@ -128,37 +127,28 @@ class SharpnessTracker:
     """Top eigenvalue of ``H`` (or ``P^-1/2 H P^-1/2``) on one probe batch, warm-started.
 
     Args:
-        batch_loss: How the probe batch becomes a loss.
-        names: The trainable parameters' names (the operator's order).
         max_iter: Lanczos steps per measurement at most.
         tol: Relative residual tolerance of the stop.
         seed: Seeds the random first start vector.
     """
 
-    def __init__(
-        self, batch_loss: BatchLoss, names: list[str], max_iter: int, tol: float, seed: int
-    ) -> None:
-        self.batch_loss = batch_loss
-        self.names = names
+    def __init__(self, max_iter: int, tol: float, seed: int) -> None:
         self.max_iter = max_iter
         self.tol = tol
         self.seed = seed
         self.generator: torch.Generator | None = None
         self.vector: torch.Tensor | None = None  # the last top eigenvector (warm start)
         self.hvp_counts: list[int] = []
-        self._op: ProbeHessian | None = None
+        self.last: Eigenpair | None = None
         self._basis = Basis()  # the Lanczos vectors, reused by every measurement
 
-    def measure(
-        self, model: nn.Module, probe: Any, scale: torch.Tensor | None = None
-    ) -> tuple[float, float]:
-        """``(top eigenvalue, relative residual)`` at the model's current weights.
+    def measure(self, op: ProbeHessian, scale: torch.Tensor | None = None) -> tuple[float, float]:
+        """``(top eigenvalue, relative residual)`` of the built operator ``op``.
 
-        Costs one forward+backward on the probe (the cached graph) and one double
-        backward per Hessian-vector product; copies the small tridiagonal to the host
-        once per Lanczos step (so this is a host sync, at its own interval).
+        Costs one double backward per Hessian-vector product; copies the small
+        tridiagonal to the host once per Lanczos step (so this is a host sync, at its own
+        interval).
         """
-        op = self._operator(model)
         if self.generator is None:
             self.generator = torch.Generator(device=op.device)
             self.generator.manual_seed(self.seed)
@@ -174,22 +164,15 @@ class SharpnessTracker:
             start = torch.randn(
                 op.numel, generator=self.generator, device=op.device, dtype=op.dtype
             )
-        op.build(probe)
-        try:
-            top, vector, residual, iters = top_eigenpair(
-                matvec, start, self.max_iter, self.tol, self._basis
-            )
-        finally:
-            op.clear()
-        self.vector = vector
-        self.hvp_counts.append(iters)
-        return top, residual / max(abs(top), 1e-30)
+        found = top_eigenpair(matvec, start, self.max_iter, self.tol, self._basis)
+        self.vector, self.last = found.vector, found
+        self.hvp_counts.append(found.products)
+        return found.value, found.residual / max(abs(found.value), 1e-30)
 
-    def _operator(self, model: nn.Module) -> ProbeHessian:
-        # Names, sizes and shapes are fixed for a model: made once, rebuilt per graph only.
-        if self._op is None or self._op.model is not model:
-            self._op = ProbeHessian(model, self.batch_loss, self.names)
-        return self._op
+    def sketch(self) -> tuple[torch.Tensor, float]:
+        """The last run's orthonormal Lanczos vectors (rows) and ``tr(Q^T H Q)``."""
+        assert self.last is not None and self._basis.Q is not None
+        return self._basis.Q[: self.last.products], self.last.ritz_trace
 
     def state_dict(self) -> dict[str, Any]:
         return {

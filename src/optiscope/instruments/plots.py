@@ -17,6 +17,7 @@ __all__ = [
     "distance_figure",
     "figures",
     "grad_tests_figure",
+    "hessian_trace_figure",
     "noise_scale_figure",
     "sharpness_figure",
     "update_ratio_heatmap",
@@ -201,6 +202,44 @@ def distance_figure(
     return finish_figure(fig, path, show)
 
 
+def hessian_trace_figure(
+    history: History,
+    *,
+    ax: Any = None,
+    path: str | os.PathLike | None = None,
+    show: bool = False,
+) -> Any:
+    """The probe batch's Hessian trace over steps, with a band of two standard errors.
+
+    The trace is the total curvature (the sum of all eigenvalues, negative ones
+    included); against the sharpness it tells whether the curvature sits in a few top
+    directions (trace near the top eigenvalue times a few) or is spread out.
+
+    Raises:
+        ValueError: The history has no Hessian trace.
+
+    Example:
+        >>> h = {"hessian_trace": [(16, 30.0), (32, 45.0)],
+        ...      "hessian_trace/stderr": [(16, 1.0), (32, 2.0)]}
+        >>> len(hessian_trace_figure(h).axes[0].collections)
+        1
+    """
+    _require(history, "hessian_trace", "hessian_trace")
+    fig, ax = _axes(ax, (7, 4.5))
+    steps, values = _series(history, "hessian_trace")
+    ax.plot(steps, values, marker=".", color="C2", label="Hessian trace")
+    errs = dict(zip(*_series(history, "hessian_trace/stderr")))
+    if errs:
+        lo = [v - 2 * errs.get(s, 0.0) for s, v in zip(steps, values)]
+        hi = [v + 2 * errs.get(s, 0.0) for s, v in zip(steps, values)]
+        ax.fill_between(steps, lo, hi, color="C2", alpha=0.25, label="+- 2 standard errors")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("tr(H)")
+    ax.set_title("Hessian trace of the probe batch")
+    ax.legend()
+    return finish_figure(fig, path, show)
+
+
 GRAD_TEST_LINES = (
     ("grad_tests/norm_test", "norm test"),
     ("grad_tests/inner_product_test", "inner-product test"),
@@ -257,8 +296,8 @@ def grad_tests_figure(
 
 
 def figures(history: History) -> dict[str, Any]:
-    """``{"sharpness", "noise_scale", "update_ratios", "distance", "grad_tests"}`` for what
-    was measured.
+    """``{"sharpness", "hessian_trace", "noise_scale", "update_ratios", "distance",
+    "grad_tests"}`` for what was measured.
 
     Example:
         >>> sorted(figures({"distance": [(1, 0.1)]}))
@@ -267,6 +306,8 @@ def figures(history: History) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if history.get("sharpness") or history.get("preconditioned_sharpness"):
         out["sharpness"] = sharpness_figure(history)
+    if history.get("hessian_trace"):
+        out["hessian_trace"] = hessian_trace_figure(history)
     if history.get("noise_scale"):
         out["noise_scale"] = noise_scale_figure(history)
     if any(k.endswith("/update_ratio") and v for k, v in history.items()):

@@ -136,11 +136,11 @@ def instruments_callback(cfg: Config, comps: Components, world: int | None = Non
     from optiscope.instruments import InstrumentsCallback
 
     quantities = tuple(inst.quantities)
-    curvature = any(q in quantities for q in (*_SHARPNESS, "grad_tests"))
+    curvature = any(q in quantities for q in (*_SHARPNESS, "hessian_trace", "grad_tests"))
     if curvature and not any(p.requires_grad for p in comps.model.parameters()):
         raise ConfigError(
-            "[instruments] quantities: sharpness and gradient tests need trainable parameters, "
-            "and the model has none"
+            "[instruments] quantities: sharpness, the Hessian trace and gradient tests need "
+            "trainable parameters, and the model has none"
         )
     if "preconditioned_sharpness" in quantities and cfg.optimizer.name not in ("adam", "adamw"):
         raise ConfigError(
@@ -153,6 +153,7 @@ def instruments_callback(cfg: Config, comps: Components, world: int | None = Non
         "every": inst.every,
         "sharpness_every": inst.sharpness_every,
         "grad_tests_every": inst.grad_tests_every,
+        "trace_samples": inst.trace_samples,
         "seed": cfg.run.seed,
     }
     if "noise_scale" in quantities:
@@ -219,6 +220,8 @@ def dynamics_numbers(history: History, hvp_counts: list[int]) -> dict[str, Any]:
         ("final preconditioned threshold", "preconditioned_threshold"),
         ("final gradient noise scale", "noise_scale"),
         ("final critical batch size", "critical_batch_size"),
+        ("final Hessian trace", "hessian_trace"),
+        ("final Hessian trace standard error", "hessian_trace/stderr"),
         ("final distance from init", "distance"),
         ("final norm test", "grad_tests/norm_test"),
         ("final inner-product test", "grad_tests/inner_product_test"),
@@ -290,6 +293,18 @@ def dynamics_figures(cfg: Config, history: History, fig_dir: Path) -> list[Figur
             "Sharpness against the stability threshold",
             _sharpness_caption(cfg, history, inst.sharpness_every),
             save_figure(plots.sharpness_figure(history), fig_dir / "instruments_sharpness.png"),
+        ))  # fmt: skip
+    if history.get("hessian_trace"):
+        out.append(FigureSpec(
+            "Hessian trace of the probe batch",
+            "tr(H), the sum of all the probe Hessian's eigenvalues, every "
+            f"{inst.sharpness_every} optimizer steps: Hutch++ with the sharpness run's Lanczos "
+            f"basis as its sketch and {inst.trace_samples} Rademacher probes for the rest, with a "
+            "band of two standard errors. It tracks the total curvature; a trace that "
+            "grows much faster than the sharpness means the curvature is spreading over "
+            "many directions, one that stays a small multiple of it means a few directions "
+            "dominate.",
+            save_figure(plots.hessian_trace_figure(history), fig_dir / "instruments_trace.png"),
         ))  # fmt: skip
     if history.get("noise_scale"):
         out.append(FigureSpec(

@@ -251,6 +251,7 @@ class InstrumentsSection:
     every: int = _opt(1, "an int >= 1 (optimizer steps between the cheap quantities)", _ge(1))
     sharpness_every: int = _opt(16, "an int >= 1", _ge(1))
     grad_tests_every: int = _opt(16, "an int >= 1", _ge(1))
+    trace_samples: int = _opt(8, "an int >= 2", _ge(2))
     noise_source: str = _opt("auto", "one of " + ", ".join(NOISE_SOURCES), choices=NOISE_SOURCES)
     probe_batch_size: int = _opt(
         0, "an int >= 0 (0: the first training batch is the probe batch)", _ge(0)
