@@ -31,6 +31,7 @@ EXPECTED_FIGURES = {
     "landscape_surface.plotly.json",
     "trajectory_pca.png",
     "hessian_top_direction.png",
+    "instruments_dashboard.png",
     "instruments_sharpness.png",
     "instruments_noise.png",
     "instruments_updates.png",

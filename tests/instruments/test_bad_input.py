@@ -109,6 +109,12 @@ def test_plots_draw_what_was_measured_and_refuse_the_rest():
     figs = plots.figures(h)
     assert sorted(figs) == ["distance", "grad_tests", "hessian_trace", "noise_scale",
                             "sharpness", "update_ratios"]  # fmt: skip
+    titles = [a.get_title() for a in plots.dashboard(h).axes if a.get_title()]
+    assert titles == [
+        "Sharpness and the stability threshold", "Hessian trace of the probe batch",
+        "Gradient noise scale", "Distance from initialisation",
+        "Update / weight norm ratio (log10)", "Gradient tests", "Gradient signal-to-noise ratio",
+    ]  # fmt: skip
     band = figs["hessian_trace"].axes[0].collections[0].get_paths()[0].vertices[:, 1]
     assert min(band) == pytest.approx(10.0) and max(band) == pytest.approx(21.0)
     tests_ax, gsnr_ax = figs["grad_tests"].axes[:2]
@@ -131,3 +137,5 @@ def test_plots_draw_what_was_measured_and_refuse_the_rest():
         with pytest.raises(ValueError, match="history has no"):
             fn({})
     assert plots.figures({}) == {}
+    with pytest.raises(ValueError, match="nothing to draw"):
+        plots.dashboard({})

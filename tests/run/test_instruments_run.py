@@ -255,8 +255,9 @@ def test_the_report_shows_the_figures_with_captions_and_the_summary_rows(measure
     run = result.run_dir
     manifest = json.loads((run / "report.json").read_text())
     by_file = {Path(f["file"]).name: f for f in manifest["figures"]}
-    for name in ("instruments_sharpness.png", "instruments_noise.png",
-                 "instruments_updates.png", "instruments_distance.png"):  # fmt: skip
+    for name in ("instruments_dashboard.png", "instruments_sharpness.png",
+                 "instruments_noise.png", "instruments_updates.png",
+                 "instruments_distance.png"):  # fmt: skip
         assert name in by_file and (run / "figures" / name).read_bytes()[:4] == b"\x89PNG"
     assert "2/lr" in by_file["instruments_sharpness.png"]["caption"]
     assert "critical batch size" in by_file["instruments_noise.png"]["caption"]

@@ -14,6 +14,7 @@ from typing import Any
 from optiscope._internal.figures import finish_figure
 
 __all__ = [
+    "dashboard",
     "distance_figure",
     "figures",
     "grad_tests_figure",
@@ -250,6 +251,7 @@ GRAD_TEST_LINES = (
 def grad_tests_figure(
     history: History,
     *,
+    axes: tuple[Any, Any] | None = None,
     path: str | os.PathLike | None = None,
     show: bool = False,
 ) -> Any:
@@ -263,6 +265,8 @@ def grad_tests_figure(
     of Byrd et al. 2012 and Bollapragada et al. 2018 would grow the batch. The GSNR falls
     as training reaches the noise floor.
 
+    ``axes``: the two axes to draw into (the tests, the GSNR) instead of a new figure.
+
     Raises:
         ValueError: The history has no gradient tests.
 
@@ -274,9 +278,12 @@ def grad_tests_figure(
     """
     if not any(history.get(k) for k, _ in GRAD_TEST_LINES) and not history.get("grad_tests/gsnr"):
         _require(history, "grad_tests/norm_test", "grad_tests")
-    import matplotlib.pyplot as plt
+    if axes is None:
+        import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    else:
+        (left, right), fig = axes, axes[0].figure
     for key, label in GRAD_TEST_LINES:
         if history.get(key):
             left.plot(*_series(history, key), marker=".", label=label)
@@ -292,6 +299,76 @@ def grad_tests_figure(
     right.set_xlabel("optimizer step")
     right.set_ylabel("mean GSNR")
     right.set_title("Gradient signal-to-noise ratio")
+    return finish_figure(fig, path, show)
+
+
+def _loss_panel(history: History, ax: Any) -> None:
+    """The loss (left axis) and the gradient norm (right axis, log) over steps."""
+    if history.get("loss"):
+        ax.plot(*_series(history, "loss"), color="C0", label="loss")
+        ax.set_ylabel("loss", color="C0")
+    if history.get("grad_norm"):
+        right = ax.twinx() if history.get("loss") else ax
+        right.plot(*_series(history, "grad_norm"), color="C1", label="gradient norm")
+        right.set_ylabel("gradient norm", color="C1")
+        if all(v > 0 for v in _series(history, "grad_norm")[1]):
+            right.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_title("Loss and gradient norm")
+
+
+def dashboard(
+    history: History,
+    *,
+    path: str | os.PathLike | None = None,
+    show: bool = False,
+) -> Any:
+    """Every measured quantity on one page, like Cockpit's dashboard.
+
+    One panel each, for what the history holds: loss and gradient norm, sharpness
+    against its threshold, the Hessian trace, the noise scale, the distance from init,
+    the per-layer update ratios, the gradient tests and the GSNR (the figures of this
+    module, drawn into a grid).
+
+    Raises:
+        ValueError: The history holds nothing to draw.
+
+    Example:
+        >>> h = {"loss": [(1, 2.0), (2, 1.5)], "distance": [(1, 0.1), (2, 0.3)]}
+        >>> [a.get_title() for a in dashboard(h).axes if a.get_title()]
+        ['Loss and gradient norm', 'Distance from initialisation']
+    """
+    panels: list[Any] = []
+    if history.get("loss") or history.get("grad_norm"):
+        panels.append(lambda ax: _loss_panel(history, ax))
+    for key, draw in (
+        ("sharpness", sharpness_figure),
+        ("hessian_trace", hessian_trace_figure),
+        ("noise_scale", noise_scale_figure),
+        ("distance", distance_figure),
+    ):
+        if history.get(key) or (key == "sharpness" and history.get("preconditioned_sharpness")):
+            panels.append(lambda ax, draw=draw: draw(history, ax=ax))
+    if any(k.endswith("/update_ratio") and v for k, v in history.items()):
+        panels.append(lambda ax: update_ratio_heatmap(history, ax=ax))
+    tests = any(k.startswith("grad_tests/") and v for k, v in history.items())
+    if not panels and not tests:
+        raise ValueError("history has nothing to draw: measure some quantities first")
+    import matplotlib.pyplot as plt
+
+    n = len(panels) + 2 * tests
+    cols = 2 if n <= 4 else 3
+    rows = math.ceil(n / cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.8 * rows), squeeze=False)
+    cells = list(grid.flat)
+    for ax, draw in zip(cells, panels):
+        draw(ax)
+    if tests:
+        grad_tests_figure(history, axes=(cells[len(panels)], cells[len(panels) + 1]))
+    for ax in cells[n:]:
+        ax.axis("off")
+    fig.suptitle("Training dynamics")
+    fig.tight_layout()
     return finish_figure(fig, path, show)
 
 

@@ -287,7 +287,13 @@ def dynamics_figures(cfg: Config, history: History, fig_dir: Path) -> list[Figur
     from optiscope.instruments import plots
 
     inst = cfg.instruments
-    out: list[FigureSpec] = []
+    out: list[FigureSpec] = [FigureSpec(
+        "Training dynamics at a glance",
+        "Every quantity the instruments recorded, one panel each (the figures below, "
+        "smaller), in the manner of Cockpit's dashboard: read a panel's full figure and "
+        "caption for what to look for.",
+        save_figure(plots.dashboard(history), fig_dir / "instruments_dashboard.png"),
+    )]  # fmt: skip
     if any(history.get(k) for k in _SHARPNESS):
         out.append(FigureSpec(
             "Sharpness against the stability threshold",
