@@ -104,24 +104,32 @@ def noise_scale_figure(
     """The smoothed simple noise scale (~ critical batch size) with the batch size used.
 
     Batches far below the noise scale waste steps (more samples per step would help
-    almost linearly); far above it they waste compute (McCandlish et al. 2018).
+    almost linearly); far above it they waste compute (McCandlish et al. 2018). Log
+    scale. Where the ratio of the smoothed estimates is not positive (mostly a ``|G|^2``
+    estimate at or below zero late in training, when the true gradient is small against
+    the noise) it has no meaning: those steps are marked along the top instead of drawn.
 
     Raises:
         ValueError: The history has no noise scale.
 
     Example:
-        >>> h = {"noise_scale": [(1, 50.0), (2, 60.0)], "batch_size": [(1, 32.0), (2, 32.0)]}
-        >>> len(noise_scale_figure(h).axes[0].lines)
-        2
+        >>> h = {"noise_scale": [(1, 50.0), (2, -60.0)], "batch_size": [(1, 32.0), (2, 32.0)]}
+        >>> [line.get_label() for line in noise_scale_figure(h).axes[0].lines][1:]
+        ['batch size', 'no estimate (B_simple <= 0)']
     """
     _require(history, "noise_scale", "noise_scale")
     fig, ax = _axes(ax, (7, 4.5))
     steps, values = _series(history, "noise_scale")
-    ax.plot(steps, values, label="noise scale B_simple (~ critical batch size)")
+    shown = [v if v > 0 and math.isfinite(v) else math.nan for v in values]
+    ax.plot(steps, shown, label="noise scale B_simple (~ critical batch size)")
     if history.get("batch_size"):
         ax.plot(*_series(history, "batch_size"), linestyle="--", color="k", label="batch size")
-    if all(v > 0 for v in values):
-        ax.set_yscale("log")
+    ax.set_yscale("log")
+    undefined = [s for s, v in zip(steps, shown) if math.isnan(v)]
+    if undefined:
+        ax.plot(undefined, [0.97] * len(undefined), "v", color="C3", markersize=4,
+                transform=ax.get_xaxis_transform(),
+                label="no estimate (B_simple <= 0)")  # fmt: skip
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("samples")
     ax.set_title("Gradient noise scale")

@@ -271,8 +271,9 @@ def _noise_caption(cfg: Config, history: History) -> str:
         + (f" ({used:g})" if used is not None and math.isfinite(used) else "")
         + ". Below the critical batch size a larger batch saves steps almost one for one; "
         "well above it, extra samples buy little. It usually grows as the loss falls; the "
-        "two-batch estimate is noisy and can dip below zero where |G|^2 is tiny, so read "
-        "the trend"
+        "two-batch estimate is noisy, so read the trend, and where it comes out zero or "
+        "negative (mostly a |G|^2 estimate at or below zero: the gradient is tiny against "
+        "the noise) there is no estimate: those steps are marked along the top"
         + (f"; latest estimate {crit:.3g}." if crit is not None and math.isfinite(crit) else ".")
     )
 
