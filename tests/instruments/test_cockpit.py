@@ -24,12 +24,14 @@ from tests.instruments._helpers import data, mlp, run_loop
 STEPS = 4
 
 
-def _plain_tests(model, X, y):
+def _plain_tests(model, X, y, lr):
     """Cockpit's formulas from per-sample gradients computed one sample at a time."""
-    rows = []
+    rows, losses = [], []
     for i in range(len(X)):
         model.zero_grad()
-        F.cross_entropy(model(X[i : i + 1]), y[i : i + 1]).backward()
+        loss = F.cross_entropy(model(X[i : i + 1]), y[i : i + 1])
+        loss.backward()
+        losses.append(loss.item())
         rows.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).double())
     model.zero_grad()
     g = torch.stack(rows)
@@ -39,19 +41,24 @@ def _plain_tests(model, X, y):
     inner = sum((gi @ G - g2) ** 2 for gi in g) / (B - 1) / B / g2**2
     ortho = sum(((gi - (gi @ G) / g2 * G) ** 2).sum() for gi in g) / (B - 1) / B / g2
     gsnr = (G**2 / ((g**2).mean(0) - G**2 + 1e-5)).mean()
+    var = ((g - G) ** 2).sum(0) / (B - 1)  # per coordinate
+    mean_sq = sum(gi @ gi for gi in g) / B
     return {
         "norm_test": norm.sqrt(),
         "inner_product_test": inner.sqrt(),
         "orthogonality_test": ortho.sqrt(),
         "gsnr": gsnr,
+        "early_stopping": 1 - B * (G**2 / (var + 1e-5)).mean(),
+        "cabs": lr * (mean_sq - g2) / (sum(losses) / B),
     }
 
 
 def test_gradient_tests_against_a_plain_loop():
     X, y = data(10)
     model = mlp()
-    got = gradient_tests(model, as_batch_loss(F.cross_entropy), (X, y), chunk_size=3)
-    ref = _plain_tests(model, X, y)
+    got = gradient_tests(model, as_batch_loss(F.cross_entropy), (X, y), chunk_size=3, lr=0.3)
+    ref = _plain_tests(model, X, y, 0.3)
+    assert sorted(got) == sorted(ref)
     for k, v in ref.items():
         assert float(got[k]) == pytest.approx(float(v), rel=1e-4), k
 
@@ -60,7 +67,9 @@ def _cockpit_run(model, X, y):
     cockpit = pytest.importorskip("cockpit")
     backpack = pytest.importorskip("backpack")
     from cockpit.quantities import (
+        CABS,
         Distance,
+        EarlyStopping,
         GradNorm,
         HessMaxEV,
         InnerTest,
@@ -76,7 +85,8 @@ def _cockpit_run(model, X, y):
     individual = torch.nn.CrossEntropyLoss(reduction="none")
     opt = torch.optim.SGD(model.parameters(), lr=0.3)
     every = linear(1)
-    classes = (GradNorm, Distance, UpdateSize, HessMaxEV, NormTest, InnerTest, OrthoTest, MeanGSNR)
+    classes = (GradNorm, Distance, UpdateSize, HessMaxEV, NormTest, InnerTest, OrthoTest, MeanGSNR,
+               EarlyStopping, CABS)  # fmt: skip
     cp = cockpit.Cockpit(model.parameters(), quantities=[c(every) for c in classes])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -133,5 +143,7 @@ def test_same_values_as_cockpit():
             ("inner_product_test", "InnerTest"),
             ("orthogonality_test", "OrthoTest"),
             ("gsnr", "MeanGSNR"),
+            ("early_stopping", "EarlyStopping"),
+            ("cabs", "CABS"),
         ):
             assert h[f"grad_tests/{ours_key}"][s] == pytest.approx(after[their_key], rel=1e-3)

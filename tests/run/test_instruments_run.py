@@ -271,12 +271,15 @@ def test_the_report_shows_the_figures_with_captions_and_the_summary_rows(measure
     assert "<th>Sharpness vs its threshold (final)</th>" in page
     assert "<th>Final distance from init</th>" in page
     assert "<th>Gradient tests (final): norm, inner product, orthogonality, GSNR</th>" in page
+    assert "<th>Early-stopping criterion, CABS batch size (final; for plain SGD)</th>" in page
+    assert "<th>Hessian trace of the probe batch (final)</th>" in page
 
 
 def test_gradient_tests_run_at_their_own_interval(measured) -> None:
     _, result, saved = measured
     h = saved["history"]
-    for key in ("norm_test", "inner_product_test", "orthogonality_test", "gsnr"):
+    for key in ("norm_test", "inner_product_test", "orthogonality_test", "gsnr",
+                "early_stopping", "cabs"):  # fmt: skip
         assert [s for s, _ in h[f"grad_tests/{key}"]] == [6, 12], key
     assert result.summary["final norm test"] == h["grad_tests/norm_test"][-1][1]
 

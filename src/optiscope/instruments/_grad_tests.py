@@ -10,11 +10,19 @@ batch of ``B`` samples and their mean ``G``, Cockpit (Schneider et al. 2021) tra
 - the orthogonality test (same paper):
   ``sqrt(sum_i |g_i - (g_i.G / |G|^2) G|^2 / (B - 1) / B / |G|^2)``;
 - the mean gradient signal-to-noise ratio (Liu et al. 2020) over all coordinates:
-  ``mean_j G_j^2 / (mean_i g_ij^2 - G_j^2 + eps)`` with Cockpit's ``eps = 1e-5``.
+  ``mean_j G_j^2 / (mean_i g_ij^2 - G_j^2 + eps)`` with Cockpit's ``eps = 1e-5``;
+- the evidence-based early-stopping criterion (Mahsereci et al. 2017, Eq. 7):
+  ``1 - B mean_j G_j^2 / (s_j^2 + eps)`` with ``s_j^2 = (sum_i g_ij^2 - B G_j^2) / (B - 1)``
+  the per-coordinate sample variance; above 0, the gradient is no longer told apart from
+  its noise and training should stop;
+- with ``lr``, CABS (Balles et al. 2017, Eq. 22), the batch size that couples to the
+  learning rate: ``lr (mean_i |g_i|^2 - |G|^2) / L`` with ``L`` the mean per-sample loss.
 
 These are Cockpit's formulas exactly (``cockpit/quantities/{norm,inner,ortho}_test.py``,
-``mean_gsnr.py``), written in per-sample gradients instead of BackPACK's ``1/B``-scaled
-ones. Cost: one ``vmap(grad)`` over the probe batch, i.e. about one forward and backward
+``mean_gsnr.py``, ``early_stopping.py``, ``cabs.py``), written in per-sample gradients
+instead of BackPACK's ``1/B``-scaled ones. The last two are derived for plain SGD (which
+Cockpit insists on); optiscope reports them for any optimizer and leaves the reading to
+the user. Cost: one ``vmap(grad)`` over the probe batch, i.e. about one forward and backward
 of the batch, plus memory for ``B x`` the number of parameters (``vmap`` runs over
 chunks of ``chunk_size`` samples, which bounds its activations, not the gradients kept).
 Per-sample gradients need independent samples, so the caller evaluates in eval mode
@@ -28,14 +36,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import grad, vmap
+from torch.func import grad_and_value, vmap
 
 from optiscope.batch_loss import BatchLoss
 from optiscope.curvature._kernels import double_backward_kernels
 
 __all__ = ["GRAD_TESTS", "gradient_tests", "per_sample_gradients"]
 
-GRAD_TESTS = ("norm_test", "inner_product_test", "orthogonality_test", "gsnr")
+GRAD_TESTS = ("norm_test", "inner_product_test", "orthogonality_test", "gsnr", "early_stopping")
 GSNR_EPS = 1e-5  # Cockpit's MeanGSNR default
 
 
@@ -76,7 +84,8 @@ def per_sample_gradients(
     names: list[str],
     chunk_size: int | None = None,
 ):
-    """Yield ``(B_chunk, numel)`` flat per-sample gradients of the loss, chunk by chunk.
+    """Yield ``(gradients, losses)`` per chunk: ``(B_chunk, numel)`` flat per-sample
+    gradients of the loss and the ``(B_chunk,)`` per-sample losses.
 
     The model must already be in the mode to evaluate in; its state is read, not written.
     """
@@ -88,9 +97,9 @@ def per_sample_gradients(
     def loss_one(p: dict[str, torch.Tensor], sample: Any) -> torch.Tensor:
         return batch_loss.evaluate(model, _unsqueeze(sample), state={**fixed, **p}).loss
 
-    def flat_grad(sample: Any) -> torch.Tensor:
-        g = grad(loss_one)(primals, sample)
-        return torch.cat([g[n].reshape(-1) for n in names])
+    def flat_grad(sample: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        g, loss = grad_and_value(loss_one)(primals, sample)
+        return torch.cat([g[n].reshape(-1) for n in names]), loss.detach()
 
     size = batch_loss.size(batch)
     step = size if chunk_size is None else chunk_size
@@ -101,7 +110,8 @@ def per_sample_gradients(
             chunk = _slice(batch, start, min(size, start + step))
             if looped:
                 n = min(size, start + step) - start
-                yield torch.stack([flat_grad(_index(chunk, i)) for i in range(n)])
+                pairs = [flat_grad(_index(chunk, i)) for i in range(n)]
+                yield torch.stack([g for g, _ in pairs]), torch.stack([v for _, v in pairs])
             else:
                 yield vmap(flat_grad)(chunk)
 
@@ -112,8 +122,10 @@ def gradient_tests(
     batch: Any,
     names: list[str] | None = None,
     chunk_size: int | None = None,
+    lr: float | torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Cockpit's norm, inner-product and orthogonality tests and mean GSNR on ``batch``.
+    """Cockpit's norm, inner-product and orthogonality tests, mean GSNR, early-stopping
+    criterion and (given ``lr``) CABS batch size on ``batch``.
 
     Args:
         model: The network (evaluated in its current mode; the caller picks eval mode).
@@ -121,10 +133,12 @@ def gradient_tests(
         batch: At least two samples.
         names: Trainable parameters to use; None for all with ``requires_grad``.
         chunk_size: Samples per ``vmap`` chunk (None: the whole batch at once).
+        lr: The learning rate for CABS (None: no ``"cabs"``).
 
     Returns:
-        ``{"norm_test", "inner_product_test", "orthogonality_test", "gsnr"}`` as 0-d
-        device tensors (no host sync).
+        ``{"norm_test", "inner_product_test", "orthogonality_test", "gsnr",
+        "early_stopping"}`` (and ``"cabs"`` with ``lr``) as 0-d device tensors (no host
+        sync).
 
     Example:
         >>> import torch
@@ -132,8 +146,8 @@ def gradient_tests(
         >>> _ = torch.manual_seed(0); model = torch.nn.Linear(3, 1)
         >>> X, y = torch.randn(8, 3), torch.randn(8, 1)
         >>> out = gradient_tests(model, as_batch_loss(torch.nn.MSELoss()), (X, y))
-        >>> sorted(out), bool(out["norm_test"] > 0)
-        (['gsnr', 'inner_product_test', 'norm_test', 'orthogonality_test'], True)
+        >>> sorted(out)[:3], bool(out["norm_test"] > 0)
+        (['early_stopping', 'gsnr', 'inner_product_test'], True)
     """
     if names is None:
         names = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -141,7 +155,8 @@ def gradient_tests(
     if B < 2:
         raise ValueError(f"gradient tests need a batch of at least 2 samples, got {B}")
     # The projections g_i.G need G first, so every chunk's per-sample gradients are kept.
-    chunks = list(per_sample_gradients(model, batch_loss, batch, names, chunk_size))
+    pairs = list(per_sample_gradients(model, batch_loss, batch, names, chunk_size))
+    chunks = [g for g, _ in pairs]
     total = torch.stack([c.sum(0) for c in chunks]).sum(0)
     G = total / B
     sq = torch.cat([c.square().sum(1) for c in chunks])  # |g_i|^2
@@ -152,9 +167,15 @@ def gradient_tests(
     inner_var = (proj.square().sum() - B * g2.square()) / (B - 1)
     ortho_var = (sq.sum() - proj.square().sum() / g2) / (B - 1)
     gsnr = (G.square() / (elem_sq - G.square() + GSNR_EPS)).mean()
-    return {
+    coord_var = (B * elem_sq - B * G.square()) / (B - 1)
+    out = {
         "norm_test": (norm_var / B / g2).sqrt(),
         "inner_product_test": (inner_var / B / g2.square()).sqrt(),
         "orthogonality_test": (ortho_var / B / g2).sqrt(),
         "gsnr": gsnr,
+        "early_stopping": 1 - B * (G.square() / (coord_var + GSNR_EPS)).mean(),
     }
+    if lr is not None:
+        loss = torch.cat([v.reshape(-1) for _, v in pairs]).mean()
+        out["cabs"] = lr * (sq.mean() - g2) / loss
+    return out

@@ -76,9 +76,11 @@ class Instruments:
       ``trace_samples`` Rademacher probes for the rest (plain Hutchinson without
       ``"sharpness"``): ``trace_samples`` more Hessian-vector products on the same graph.
     - ``"grad_tests"`` (every ``grad_tests_every`` steps): Cockpit's norm,
-      inner-product and orthogonality tests and mean GSNR from per-sample gradients of the
-      probe batch (``grad_tests/...``): about one forward and backward of the probe batch
-      plus memory for one gradient per sample.
+      inner-product and orthogonality tests, mean GSNR, the early-stopping criterion
+      (Mahsereci et al. 2017; above 0: stop) and the CABS batch size (Balles et al. 2017;
+      both derived for plain SGD) from per-sample gradients of the probe batch
+      (``grad_tests/...``): about one forward and backward of the probe batch plus memory
+      for one gradient per sample.
 
     Probe evaluations (sharpness, grad tests, split noise) run at the weights after the
     step, in eval mode (dropout off, BatchNorm on its running statistics, so the result

@@ -120,8 +120,9 @@ class Probes:
                     self.hessian.clear()
             tests = "grad_tests" in jobs
             if tests:
-                out = gradient_tests(self.model, self.batch_loss, probe, self.names)
-                tensors += [out[k] for k in GRAD_TESTS]
+                lr = self.optimizer.param_groups[0]["lr"]
+                out = gradient_tests(self.model, self.batch_loss, probe, self.names, lr=lr)
+                tensors += [out[k] for k in (*GRAD_TESTS, "cabs")]
             n = 0
             if split_noise:
                 assert self.split is not None
@@ -153,8 +154,9 @@ class Probes:
         host, tests, n, used = meta
         out = dict(host)
         if tests:
-            out.update({f"grad_tests/{k}": v for k, v in zip(GRAD_TESTS, vals[:4])})
-            vals = vals[4:]
+            n_tests = len(GRAD_TESTS) + 1
+            out.update({f"grad_tests/{k}": v for k, v in zip((*GRAD_TESTS, "cabs"), vals)})
+            vals = vals[n_tests:]
         if n:
             assert self.split is not None
             small, big = vals[0], vals[1]

@@ -227,6 +227,8 @@ def dynamics_numbers(history: History, hvp_counts: list[int]) -> dict[str, Any]:
         ("final inner-product test", "grad_tests/inner_product_test"),
         ("final orthogonality test", "grad_tests/orthogonality_test"),
         ("final gradient signal-to-noise ratio", "grad_tests/gsnr"),
+        ("final early-stopping criterion", "grad_tests/early_stopping"),
+        ("final CABS batch size", "grad_tests/cabs"),
     ):
         value = _last(history, key)
         if value is not None:

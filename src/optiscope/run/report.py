@@ -234,6 +234,11 @@ def _instrument_rows(n: dict[str, Any]) -> dict[str, str]:
             "final preconditioned threshold",
             " vs ",
         ),
+        "Hessian trace of the probe batch (final)": (
+            "final Hessian trace",
+            "final Hessian trace standard error",
+            " +- ",
+        ),
         "Gradient noise scale, critical batch size (final)": (
             "final gradient noise scale",
             "final critical batch size",
@@ -253,6 +258,11 @@ def _instrument_rows(n: dict[str, Any]) -> dict[str, str]:
         # above 1 say the batch is too small for the gradient's direction to be trusted.
         rows["Gradient tests (final): norm, inner product, orthogonality, GSNR"] = ", ".join(
             _fmt(n.get(f"final {t}")) for t in tests
+        )
+    if n.get("final early-stopping criterion") is not None:
+        # Mahsereci et al. 2017 (EB criterion): above 0, stop; Balles et al. 2017 (CABS).
+        rows["Early-stopping criterion, CABS batch size (final; for plain SGD)"] = (
+            f"{_fmt(n['final early-stopping criterion'])}, {_fmt(n.get('final CABS batch size'))}"
         )
     return rows
 
