@@ -68,18 +68,21 @@ def brute_force(beta: float = 0.5) -> list[tuple[float, float]]:
     return expected
 
 
-def test_ddp_noise_scale_matches_brute_force(outputs):
+def assert_matches_brute_force(history: dict) -> None:
+    """Rank 0's history of the worker's problem against :func:`brute_force`."""
     from tests.instruments._ddp_noise_worker import LOCAL
 
-    history = json.load(open(outputs))
-    expected = brute_force()
     assert [s for s, _ in history["noise_scale"]] == [1, 2, 3, 4]
     for (_, ns), (_, gn), (ns_ref, gn_ref) in zip(
-        history["noise_scale"], history["grad_norm"], expected
+        history["noise_scale"], history["grad_norm"], brute_force()
     ):
         assert gn == pytest.approx(gn_ref, rel=1e-5)  # the all-reduced gradient
-        assert ns == pytest.approx(ns_ref, rel=1e-4)
-    assert history["batch_size"][-1][1] == 2 * LOCAL
+        assert ns == pytest.approx(ns_ref, rel=1e-4)  # rank 0's local gradient vs it
+    assert [v for _, v in history["batch_size"]] == [2.0 * LOCAL] * 4
+
+
+def test_ddp_noise_scale_matches_brute_force(outputs):
+    assert_matches_brute_force(json.load(open(outputs)))
 
 
 def test_callback_under_ddp_uses_the_comm_hook_and_probes_on_rank_0(outputs):
