@@ -302,7 +302,8 @@ def test_the_readme_instruments_example_runs(tmp_path, monkeypatch, capsys) -> N
     m = re.search(r"^16 sharpness (\S+) vs (\S+),", out, re.M)
     # SGD with momentum 0.9 at lr 0.05: the threshold is (2 + 2 * 0.9) / 0.05.
     assert m and float(m.group(1)) > 0 and float(m.group(2)) == pytest.approx(76, rel=1e-3)
-    assert (tmp_path / "sharpness.png").read_bytes()[:4] == b"\x89PNG"
+    for name in ("sharpness.png", "dashboard.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_resumed_run_continues_the_history_exactly(tmp_path) -> None:
