@@ -39,9 +39,9 @@ trained loops) and from a random start (a fresh ``Instruments`` on the final wei
 Cockpit (``cockpit-for-pytorch`` + ``backpack-for-pytorch``) is a benchmark dependency; if
 it does not import its columns say "n/a".
 
-Run: ``python benchmarks/bench_instruments.py`` (about five minutes on one core: 3C3D at
-interval 1, the digits MLP at 1, 4 and 16; ``--full`` runs 3C3D at 4 and 16 too, and five
-repeats). For a quick look: ``--only digits`` (or ``3c3d``), ``--tiers a,c``,
+Run: ``python benchmarks/bench_instruments.py`` (about seven minutes on one core: 3C3D
+at interval 1, the digits MLP at 1, 4 and 16; ``--full`` runs 3C3D at 4 and 16 too, and
+five Cockpit repeats). For a quick look: ``--only digits`` (or ``3c3d``), ``--tiers a,c``,
 ``--intervals 1``, ``--repeats N``, ``--no-cockpit``. Each row also gives the extra
 microseconds per optimizer step (CPU time, median window over the baseline's).
 """
