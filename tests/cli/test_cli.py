@@ -33,6 +33,7 @@ EXPECTED_FIGURES = {
     "hessian_top_direction.png",
     "instruments_dashboard.png",
     "instruments_sharpness.png",
+    "instruments_trace.png",
     "instruments_noise.png",
     "instruments_updates.png",
     "instruments_distance.png",
@@ -45,7 +46,7 @@ INSTRUMENTS = """
 [instruments]
 enabled = true
 quantities = ["loss", "grad_norm", "layers", "distance", "noise_scale", "sharpness",
-              "preconditioned_sharpness"]
+              "preconditioned_sharpness", "hessian_trace"]
 sharpness_every = 4
 """
 

@@ -71,7 +71,7 @@ trace_samples = 30
 [instruments]
 enabled = true
 quantities = ["loss", "grad_norm", "layers", "distance", "noise_scale", "sharpness",
-              "preconditioned_sharpness"]
+              "preconditioned_sharpness", "hessian_trace"]
 every = 1
 sharpness_every = 16
 probe_batch_size = 128
