@@ -50,6 +50,7 @@ def _plain_tests(model, X, y, lr):
         "gsnr": gsnr,
         "early_stopping": 1 - B * (G**2 / (var + 1e-5)).mean(),
         "cabs": lr * (mean_sq - g2) / (sum(losses) / B),
+        "second_moment": mean_sq,
     }
 
 
@@ -72,10 +73,12 @@ def _cockpit_run(model, X, y):
         EarlyStopping,
         GradNorm,
         HessMaxEV,
+        HessTrace,
         InnerTest,
         MeanGSNR,
         NormTest,
         OrthoTest,
+        TICTrace,
         UpdateSize,
     )
     from cockpit.utils.schedules import linear
@@ -86,7 +89,7 @@ def _cockpit_run(model, X, y):
     opt = torch.optim.SGD(model.parameters(), lr=0.3)
     every = linear(1)
     classes = (GradNorm, Distance, UpdateSize, HessMaxEV, NormTest, InnerTest, OrthoTest, MeanGSNR,
-               EarlyStopping, CABS)  # fmt: skip
+               EarlyStopping, CABS, HessTrace, TICTrace)  # fmt: skip
     cp = cockpit.Cockpit(model.parameters(), quantities=[c(every) for c in classes])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -115,12 +118,13 @@ def test_same_values_as_cockpit():
     inst = Instruments(
         ours,
         opt,
-        ["grad_norm", "layers", "distance", "sharpness", "grad_tests"],
+        ["grad_norm", "layers", "distance", "sharpness", "hessian_trace", "grad_tests"],
         sharpness_every=1,
         grad_tests_every=1,
         probe_batch=(X, y),
         loss_fn=F.cross_entropy,
         sharpness_iters=30,
+        trace_samples=400,
     )
     run_loop(ours, opt, [(X, y)] * STEPS, inst)
     inst.flush()
@@ -147,3 +151,9 @@ def test_same_values_as_cockpit():
             ("cabs", "CABS"),
         ):
             assert h[f"grad_tests/{ours_key}"][s] == pytest.approx(after[their_key], rel=1e-3)
+        # Cockpit's HessTrace and TICTrace use BackPACK's exact Hessian diagonal; ours is
+        # an estimate of the trace, within 4 standard errors, and the TIC with it.
+        trace, err = h["hessian_trace"][s], h["hessian_trace/stderr"][s]
+        assert err <= 0.05 * abs(trace)
+        assert abs(trace - sum(after["HessTrace"])) <= 4 * err
+        assert h["tic"][s] == pytest.approx(after["TICTrace"], rel=4 * err / abs(trace))

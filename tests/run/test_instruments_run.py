@@ -282,6 +282,9 @@ def test_gradient_tests_run_at_their_own_interval(measured) -> None:
                 "early_stopping", "cabs"):  # fmt: skip
         assert [s for s, _ in h[f"grad_tests/{key}"]] == [6, 12], key
     assert result.summary["final norm test"] == h["grad_tests/norm_test"][-1][1]
+    # At step 12 both the gradient tests and the trace ran: the TIC, mean |g_i|^2 / tr(H).
+    assert [s for s, _ in h["tic"]] == [12] and result.summary["final TIC"] == h["tic"][0][1]
+    assert h["tic"][0][1] > 0
 
 
 def test_without_instruments_the_report_has_none_of_their_figures(tmp_path) -> None:

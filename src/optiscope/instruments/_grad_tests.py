@@ -137,8 +137,9 @@ def gradient_tests(
 
     Returns:
         ``{"norm_test", "inner_product_test", "orthogonality_test", "gsnr",
-        "early_stopping"}`` (and ``"cabs"`` with ``lr``) as 0-d device tensors (no host
-        sync).
+        "early_stopping", "second_moment"}`` (and ``"cabs"`` with ``lr``) as 0-d device
+        tensors (no host sync); ``second_moment`` is ``mean_i |g_i|^2``, the numerator of
+        the TIC.
 
     Example:
         >>> import torch
@@ -174,6 +175,7 @@ def gradient_tests(
         "orthogonality_test": (ortho_var / B / g2).sqrt(),
         "gsnr": gsnr,
         "early_stopping": 1 - B * (G.square() / (coord_var + GSNR_EPS)).mean(),
+        "second_moment": sq.mean(),
     }
     if lr is not None:
         loss = torch.cat([v.reshape(-1) for _, v in pairs]).mean()

@@ -80,7 +80,9 @@ class Instruments:
       (Mahsereci et al. 2017; above 0: stop) and the CABS batch size (Balles et al. 2017;
       both derived for plain SGD) from per-sample gradients of the probe batch
       (``grad_tests/...``): about one forward and backward of the probe batch plus memory
-      for one gradient per sample.
+      for one gradient per sample. At steps that measure ``"hessian_trace"`` too, also
+      ``tic``: the Takeuchi information criterion in its trace form, ``mean_i |g_i|^2 /
+      tr(H)`` (Thomas et al. 2019; Cockpit's TICTrace).
 
     Probe evaluations (sharpness, grad tests, split noise) run at the weights after the
     step, in eval mode (dropout off, BatchNorm on its running statistics, so the result

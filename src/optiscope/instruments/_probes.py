@@ -37,6 +37,7 @@ from optiscope.instruments._trace import TraceTracker
 __all__ = ["Probes"]
 
 _HESSIAN_ONLY = ("sharpness", "preconditioned_sharpness", "hessian_trace")
+TIC_EPS = 1e-7  # Cockpit's TIC default
 
 
 @contextmanager
@@ -109,6 +110,7 @@ class Probes:
         """Run ``jobs`` (and the split noise scale) and queue the results for ``step``."""
         host: dict[str, float] = {}
         tensors: list[torch.Tensor] = []
+        tic = False
         light = not split_noise and all(j in _HESSIAN_ONLY for j in jobs)
         with _modes_rng_buffers(self.model) if light else preserved(self.model, rng=True):
             self.model.eval()
@@ -123,6 +125,9 @@ class Probes:
                 lr = self.optimizer.param_groups[0]["lr"]
                 out = gradient_tests(self.model, self.batch_loss, probe, self.names, lr=lr)
                 tensors += [out[k] for k in (*GRAD_TESTS, "cabs")]
+                tic = "hessian_trace" in host
+                if tic:  # Thomas et al. 2019, Cockpit's TICTrace: mean_i |g_i|^2 / tr(H)
+                    tensors.append(out["second_moment"] / (host["hessian_trace"] + TIC_EPS))
             n = 0
             if split_noise:
                 assert self.split is not None
@@ -131,7 +136,7 @@ class Probes:
                 pieces = [_slice(probe, a, b) for a, b in zip(bounds, bounds[1:])]
                 tensors += split_gradient_norms(self.model, self.batch_loss, pieces, self.names)
         flat = torch.stack([t.reshape(()).float() for t in tensors]) if tensors else None
-        recorder.add(step, flat, self.finish, (host, tests, n, batch_size or n))
+        recorder.add(step, flat, self.finish, (host, tests, tic, n, batch_size or n))
 
     def _hessian_jobs(self, jobs: list[str]) -> dict[str, float]:
         """Sharpness, preconditioned sharpness and the trace on the built probe Hessian."""
@@ -151,12 +156,14 @@ class Probes:
         return out
 
     def finish(self, vals: list[float], meta: Any) -> dict[str, float]:
-        host, tests, n, used = meta
+        host, tests, tic, n, used = meta
         out = dict(host)
         if tests:
             n_tests = len(GRAD_TESTS) + 1
             out.update({f"grad_tests/{k}": v for k, v in zip((*GRAD_TESTS, "cabs"), vals)})
             vals = vals[n_tests:]
+        if tic:
+            out["tic"], vals = vals[0], vals[1:]
         if n:
             assert self.split is not None
             small, big = vals[0], vals[1]

@@ -229,6 +229,7 @@ def dynamics_numbers(history: History, hvp_counts: list[int]) -> dict[str, Any]:
         ("final gradient signal-to-noise ratio", "grad_tests/gsnr"),
         ("final early-stopping criterion", "grad_tests/early_stopping"),
         ("final CABS batch size", "grad_tests/cabs"),
+        ("final TIC", "tic"),
     ):
         value = _last(history, key)
         if value is not None:

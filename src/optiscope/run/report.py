@@ -248,7 +248,8 @@ def _instrument_rows(n: dict[str, Any]) -> dict[str, str]:
     for label, (value, other, sep) in pairs.items():
         if n.get(value) is not None:
             rows[label] = f"{_fmt(n[value])}{sep}{_fmt(n.get(other))}"
-    for label in ("final distance from init", "HVPs per sharpness measurement (median)"):
+    for label in ("final distance from init", "HVPs per sharpness measurement (median)",
+                  "final TIC"):  # fmt: skip
         if n.get(label) is not None:
             rows[label[0].upper() + label[1:]] = _fmt(n[label])
     tests = ("norm test", "inner-product test", "orthogonality test",
