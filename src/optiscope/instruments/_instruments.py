@@ -186,9 +186,11 @@ class Instruments:
             raise TypeError(
                 f"ddp_model must be a DistributedDataParallel, got {type(ddp_model).__name__}"
             )
-        self._ddp: nn.Module | None = ddp_model
+        # Not kept: only the comm hook needs the wrapper, and a reference here would keep
+        # it (and its process group) alive after the framework drops it.
+        ddp = ddp_model
         if isinstance(model, nn.parallel.DistributedDataParallel):
-            self._ddp, model = model, model.module
+            ddp, model = model, model.module
         self.model = model
         self.optimizer = optimizer
         named = trainable_parameters(model)
@@ -200,7 +202,7 @@ class Instruments:
         self.noise_source = pick_noise_source(
             noise_source,
             wants,
-            self._ddp is not None,
+            ddp is not None,
             probe_batch,
             accumulation_steps,
             _probe_later,
@@ -213,7 +215,7 @@ class Instruments:
         params = [p for _, p in named]
         self._ema = NoiseEMA(self.smoothing)
         self._measure = StepMeasure(
-            self.names, params, self.quantities, self.noise_source, self._ddp,
+            self.names, params, self.quantities, self.noise_source, ddp,
             self.world_size, self._ema,
         )  # fmt: skip
         split_pieces = self.split if self.noise_source == "split" else None
