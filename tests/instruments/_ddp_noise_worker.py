@@ -9,6 +9,7 @@ DistributedDataParallel with the instruments' DDP noise source; rank 0 writes th
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 
@@ -38,6 +39,17 @@ def shard(X, y, step, rank):
 def main() -> None:
     rank, world, init, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+    try:
+        hand_loop(rank, out)
+        trainer_run(rank, out)
+    finally:
+        # The DDP wrappers (which hold the group) went with the functions' frames, so the
+        # group's threads are joined here and not left to interpreter exit.
+        gc.collect()
+        dist.destroy_process_group()
+
+
+def hand_loop(rank: int, out: str) -> None:
     model, X, y = problem()
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.3)
@@ -55,7 +67,6 @@ def main() -> None:
     inst.flush()
     if rank == 0:
         json.dump(inst.history, open(out, "w"))
-    trainer_run(rank, out)
 
 
 def trainer_run(rank: int, out: str) -> None:
@@ -73,7 +84,6 @@ def trainer_run(rank: int, out: str) -> None:
     record = {"source": cb.instruments.noise_source, "history": cb.history,
               "trainer_grad_norms": list(t.grad_norms)}  # fmt: skip
     json.dump(record, open(f"{out}.rank{rank}", "w"))
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -8,10 +8,12 @@ its instruments measured.
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainingArguments
@@ -43,7 +45,17 @@ class Samples(Dataset):
 
 
 def main() -> None:
-    out = sys.argv[1]
+    try:
+        train(sys.argv[1])
+    finally:
+        # The Trainer's DDP wrapper (which holds the group) went with train's frame, so
+        # the group's threads are joined here and not left to interpreter exit.
+        gc.collect()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train(out: str) -> None:
     model = Net()
     args = TrainingArguments(
         output_dir=out, per_device_train_batch_size=LOCAL, max_steps=STEPS,

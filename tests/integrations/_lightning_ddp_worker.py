@@ -1,17 +1,20 @@
-"""Lightning's DDP (``ddp_spawn``, 2 CPU processes, gloo) with the instruments' DDP noise.
+"""Lightning's DDP (``strategy="ddp"``, 2 CPU processes, gloo) with the instruments' DDP noise.
 
-Run as ``python _lightning_ddp_worker.py OUT_JSON``. Each rank trains the model of
+Run as ``torchrun --standalone --nproc-per-node 2 _lightning_ddp_worker.py OUT_JSON``
+(Lightning reads the ranks from torchrun's environment). Each rank trains the model of
 ``tests/instruments/_ddp_noise_worker.py`` on its own shard (rank r's batch at step s is
 ``shard(X, y, s, r)``); rank 0 writes what its instruments measured.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 
 import lightning.pytorch as pl
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -51,13 +54,24 @@ class Dump(pl.Callback):
 
 
 def main() -> None:
+    try:
+        fit(sys.argv[1])
+    finally:
+        # Lightning's trainer (and its DDP wrapper, which holds the group) went with fit's
+        # frame, so the group's threads are joined here and not left to interpreter exit.
+        gc.collect()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def fit(out: str) -> None:
     optiscope = OptiscopeCallback(
         instruments={"quantities": ["loss", "grad_norm", "noise_scale"], "smoothing": 0.5},
         log_every=2,
     )
     trainer = pl.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=STEPS,
-        use_distributed_sampler=False, callbacks=[optiscope, Dump(optiscope, sys.argv[1])],
+        accelerator="cpu", devices=2, strategy="ddp", max_steps=STEPS,
+        use_distributed_sampler=False, callbacks=[optiscope, Dump(optiscope, out)],
         logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False,
     )  # fmt: skip

@@ -21,10 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_lightning_ddp_reads_the_ranks_gradients_through_the_comm_hook(tmp_path):
     out = tmp_path / "history.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    done = subprocess.run(
-        [sys.executable, str(WORKER), str(out)], capture_output=True, env=env, timeout=300,
-        cwd=tmp_path,
-    )  # fmt: skip
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node", "2", str(WORKER), str(out)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, env=env, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     record = json.loads(out.read_text())
     # The callback found Lightning's DistributedDataParallel wrapper (around its own

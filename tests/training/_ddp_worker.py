@@ -7,6 +7,7 @@ Run as ``python _ddp_worker.py RANK WORLD INIT_FILE OUT_DIR MODE`` with MODE one
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 
@@ -73,15 +74,22 @@ def main() -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         if mode == "validate":
-            model, _, val = problem()
-            t, _ = _trainer(model)
-            loss, acc = t.validate(val)
-            json.dump({"loss": loss, "acc": acc}, open(f"{out}/val_rank{rank}.json", "w"))
+            _validate(rank, out)
             return
         for run in mode.split(","):
             _train(run, rank, out)
     finally:
+        # The trainers' DDP wrappers (which hold the group) went with the functions'
+        # frames, so the group's threads are joined here and not left to interpreter exit.
+        gc.collect()
         dist.destroy_process_group()
+
+
+def _validate(rank: int, out: str) -> None:
+    model, _, val = problem()
+    t, _ = _trainer(model)
+    loss, acc = t.validate(val)
+    json.dump({"loss": loss, "acc": acc}, open(f"{out}/val_rank{rank}.json", "w"))
 
 
 if __name__ == "__main__":
