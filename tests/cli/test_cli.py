@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from tests._processes import assert_worker_ok
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -93,7 +94,7 @@ STEPS_PER_EPOCH = 6
 
 
 def test_train_writes_the_whole_run_directory(trained) -> None:
-    assert trained.proc.returncode == 0, trained.proc.stderr[-3000:]
+    assert_worker_ok(trained.proc.returncode, trained.proc.stderr)
     run = trained.run_dir
     assert trained.proc.stdout.strip().splitlines()[-1] == f"report: {run / 'report.html'}"
     for name in ("config.toml", "metrics.csv", "metrics.jsonl", "summary.json", "report.json"):
@@ -116,7 +117,7 @@ def test_train_writes_the_whole_run_directory(trained) -> None:
 
 
 def test_rank_0_writes_the_instruments_history_with_the_ddp_noise_scale(trained) -> None:
-    assert trained.proc.returncode == 0, trained.proc.stderr[-3000:]
+    assert_worker_ok(trained.proc.returncode, trained.proc.stderr)
     run = trained.run_dir
     h = json.loads((run / "instruments.json").read_text())["history"]
     n = 3 * STEPS_PER_EPOCH
@@ -139,7 +140,7 @@ def test_applied_learning_rates_and_clip_flags_follow_the_config(trained) -> Non
     from optiscope.run.build import build_schedule
     from optiscope.run.config import load_config
 
-    assert trained.proc.returncode == 0
+    assert_worker_ok(trained.proc.returncode, trained.proc.stderr)
     ckpt = torch.load(trained.run_dir / "checkpoints" / "last.pt", weights_only=True)
     steps = _steps(ckpt)
     n = STEPS_PER_EPOCH
@@ -152,7 +153,7 @@ def test_applied_learning_rates_and_clip_flags_follow_the_config(trained) -> Non
 
 
 def test_report_has_every_figure_inline_and_escapes_the_name(trained, cli) -> None:
-    assert trained.proc.returncode == 0
+    assert_worker_ok(trained.proc.returncode, trained.proc.stderr)
     run = trained.run_dir
     page = (run / "report.html").read_text(encoding="utf-8")
     manifest = json.loads((run / "report.json").read_text())
@@ -182,7 +183,7 @@ def test_report_has_every_figure_inline_and_escapes_the_name(trained, cli) -> No
 def test_report_loads_offline_in_headless_chromium(trained, cli) -> None:
     if cli.chromium is None:
         pytest.skip("chromium is not installed")
-    assert trained.proc.returncode == 0
+    assert_worker_ok(trained.proc.returncode, trained.proc.stderr)
     loaded, images, drawn, plots = cli.probe(trained.run_dir / "report.html")
     assert images == len(EXPECTED_FIGURES) - 1 and loaded == images
     assert plots == 1 and drawn == 1
@@ -191,7 +192,7 @@ def test_report_loads_offline_in_headless_chromium(trained, cli) -> None:
 def test_train_refuses_to_overwrite_and_resume_needs_a_run(trained, capsys, tmp_path) -> None:
     from optiscope.cli import main
 
-    assert trained.proc.returncode == 0
+    assert_worker_ok(trained.proc.returncode, trained.proc.stderr)
     base = ["train", "--config", str(trained.config)]
     assert main([*base, "--out-dir", str(trained.root / "runs")]) == 2
     assert "already holds a run; pass --resume" in capsys.readouterr().err
@@ -201,7 +202,7 @@ def test_train_refuses_to_overwrite_and_resume_needs_a_run(trained, capsys, tmp_
 
 
 def test_report_command_rebuilds_the_page(trained, cli) -> None:
-    assert trained.proc.returncode == 0
+    assert_worker_ok(trained.proc.returncode, trained.proc.stderr)
     page = trained.run_dir / "report.html"
     before = page.read_text(encoding="utf-8")
     page.unlink()
@@ -213,7 +214,7 @@ def test_report_command_rebuilds_the_page(trained, cli) -> None:
 
 
 def test_landscape_command_recomputes_figures_for_a_checkpoint(trained, cli) -> None:
-    assert trained.proc.returncode == 0
+    assert_worker_ok(trained.proc.returncode, trained.proc.stderr)
     fig = trained.run_dir / "figures" / "landscape_contour.png"
     fig.unlink()
     proc = cli.run(
@@ -233,7 +234,7 @@ def test_landscape_command_recomputes_figures_for_a_checkpoint(trained, cli) -> 
 def test_landscape_rejects_corrupt_and_missing_checkpoints(trained, capsys, tmp_path) -> None:
     from optiscope.cli import main
 
-    assert trained.proc.returncode == 0
+    assert_worker_ok(trained.proc.returncode, trained.proc.stderr)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint at all")
     not_weights = tmp_path / "numbers.pt"

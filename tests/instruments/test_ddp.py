@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from optiscope.instruments import noise_estimates
+from tests._processes import assert_worker_ok
 
 WORKER = Path(__file__).with_name("_ddp_noise_worker.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +37,7 @@ def outputs(tmp_path_factory):
     ]
     for p in procs:
         _, err = p.communicate(timeout=240)
-        assert p.returncode == 0, err.decode()[-3000:]
+        assert_worker_ok(p.returncode, err)
     return out
 
 

@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
+from tests._processes import assert_worker_ok  # noqa: E402
 from tests.instruments.test_ddp import assert_matches_brute_force  # noqa: E402
 
 WORKER = Path(__file__).with_name("_hf_ddp_worker.py")
@@ -24,7 +25,7 @@ def test_hf_trainer_ddp_reads_the_ranks_gradients_through_the_comm_hook(tmp_path
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc-per-node", "2", str(WORKER), str(tmp_path)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, env=env, timeout=300, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    assert_worker_ok(done.returncode, done.stderr)
     record = json.loads((tmp_path / "history.json").read_text())
     # The callback found accelerate's DistributedDataParallel (the Trainer's model_wrapped).
     assert (record["source"], record["world"]) == ("ddp", 2)

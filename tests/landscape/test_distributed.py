@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch.distributed as dist
+from tests._processes import assert_worker_ok
 
 from optiscope import landscape as L
 
@@ -49,7 +50,8 @@ def test_two_gloo_ranks_equal_one_process(tmp_path):
         for r in range(2)
     ]
     logs = [p.communicate(timeout=120)[0].decode() for p in procs]
-    assert all(p.returncode == 0 for p in procs), logs
+    for p, log in zip(procs, logs):
+        assert_worker_ok(p.returncode, log)
     for method in ("walk", "auto"):
         ref = _reference(method)
         results = [np.load(tmp_path / f"rank{r}_{method}.npz") for r in range(2)]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests._processes import assert_worker_ok
 
 WORKER = Path(__file__).with_name("_ddp_worker.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +33,7 @@ def _run(tmp_path: Path, mode: str, world: int = 2) -> None:
     ]
     for p in procs:
         out, err = p.communicate(timeout=240)
-        assert p.returncode == 0, err.decode()[-3000:]
+        assert_worker_ok(p.returncode, err)
 
 
 def test_sharded_validation_equals_one_process(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import matplotlib.figure
 import pytest
+from tests._processes import assert_worker_ok
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -128,7 +129,7 @@ def test_ddp_example_under_torchrun(tmp_path):
         str(tmp_path),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert_worker_ok(proc.returncode, proc.stdout[-2000:] + proc.stderr)
     lines = re.findall(
         r"rank (\d)/2: steps=(\d+) .* train_loss=(\S+) .* checksum=(\S+)", proc.stdout
     )
