@@ -21,6 +21,7 @@ from optiscope.instruments._options import (
     choose_batch_loss,
     pick_noise_source,
     trainable_parameters,
+    unwrap_ddp,
     world,
 )
 from optiscope.instruments._probes import Probes
@@ -182,15 +183,9 @@ class Instruments:
         check_choice("noise_source", noise_source, NOISE_SOURCES)
         self.batch_loss: BatchLoss = choose_batch_loss(loss_fn, batch_loss)
 
-        if ddp_model is not None and not isinstance(ddp_model, nn.parallel.DistributedDataParallel):
-            raise TypeError(
-                f"ddp_model must be a DistributedDataParallel, got {type(ddp_model).__name__}"
-            )
-        # Not kept: only the comm hook needs the wrapper, and a reference here would keep
-        # it (and its process group) alive after the framework drops it.
-        ddp = ddp_model
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            ddp, model = model, model.module
+        # The DDP wrapper is not kept: only the comm hook needs it, and a reference here
+        # would keep it (and its process group) alive after the framework drops it.
+        model, ddp = unwrap_ddp(model, ddp_model)
         self.model = model
         self.optimizer = optimizer
         named = trainable_parameters(model)
@@ -200,12 +195,7 @@ class Instruments:
         wants = set(self.quantities)
         check_optimizer_fits(wants, optimizer)
         self.noise_source = pick_noise_source(
-            noise_source,
-            wants,
-            ddp is not None,
-            probe_batch,
-            accumulation_steps,
-            _probe_later,
+            noise_source, wants, ddp is not None, probe_batch, accumulation_steps, _probe_later
         )
         check_probe(wants, probe_batch is not None or _probe_later)
         self.probe_batch: Any = None

@@ -23,6 +23,7 @@ __all__ = [
     "choose_batch_loss",
     "pick_noise_source",
     "trainable_parameters",
+    "unwrap_ddp",
     "world",
 ]
 
@@ -142,3 +143,19 @@ def check_probe(wants: set[str], has_probe: bool) -> None:
     needs = sorted(wants & set(PROBED))
     if needs and not has_probe:
         raise ValueError(f"quantities {needs} need a probe_batch (a fixed batch to evaluate)")
+
+
+def unwrap_ddp(model: nn.Module, ddp_model: Any) -> tuple[nn.Module, nn.Module | None]:
+    """``(the module to measure, the DistributedDataParallel wrapper or None)``.
+
+    ``model`` may be the wrapper itself; ``ddp_model`` is one that wraps more than
+    ``model`` (Lightning's, accelerate's).
+    """
+    ddp_type = nn.parallel.DistributedDataParallel
+    if ddp_model is not None and not isinstance(ddp_model, ddp_type):
+        raise TypeError(
+            f"ddp_model must be a DistributedDataParallel, got {type(ddp_model).__name__}"
+        )
+    if isinstance(model, ddp_type):
+        return model.module, model
+    return model, ddp_model
