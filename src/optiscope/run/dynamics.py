@@ -239,10 +239,6 @@ def dynamics_numbers(history: History, hvp_counts: list[int]) -> dict[str, Any]:
     return out
 
 
-def _layer_keys(history: History) -> list[str]:
-    return [k for k in history if k.startswith("layers/") and k.endswith("/update_ratio")]
-
-
 def _sharpness_caption(cfg: Config, history: History, every: int) -> str:
     text = (
         f"The top Hessian eigenvalue of the training loss on a fixed probe batch, every "
@@ -281,79 +277,66 @@ def _noise_caption(cfg: Config, history: History) -> str:
     )
 
 
+# The report's title and file for each figure of optiscope.instruments.plots, in order.
+_FIGURES = {
+    "dashboard": ("Training dynamics at a glance", "instruments_dashboard.png"),
+    "sharpness": ("Sharpness against the stability threshold", "instruments_sharpness.png"),
+    "hessian_trace": ("Hessian trace of the probe batch", "instruments_trace.png"),
+    "noise_scale": ("Gradient noise scale and critical batch size", "instruments_noise.png"),
+    "update_ratios": ("Per-layer update-to-weight ratio", "instruments_updates.png"),
+    "distance": ("Distance from the initial weights", "instruments_distance.png"),
+    "grad_tests": ("Gradient tests and signal-to-noise ratio", "instruments_grad_tests.png"),
+}
+
+
+def _captions(cfg: Config, history: History) -> dict[str, str]:
+    inst = cfg.instruments
+    return {
+        "dashboard": "Every quantity the instruments recorded, one panel each (the figures "
+        "below, smaller), in the manner of Cockpit's dashboard: read a panel's full figure "
+        "and caption for what to look for.",
+        "sharpness": _sharpness_caption(cfg, history, inst.sharpness_every),
+        "hessian_trace": "tr(H), the sum of all the probe Hessian's eigenvalues, every "
+        f"{inst.sharpness_every} optimizer steps: Hutch++ with the sharpness run's Lanczos "
+        f"basis as its sketch and {inst.trace_samples} Rademacher probes for the rest, with a "
+        "band of two standard errors. It tracks the total curvature; a trace that grows "
+        "much faster than the sharpness means the curvature is spreading over many "
+        "directions, one that stays a small multiple of it means a few directions dominate.",
+        "noise_scale": _noise_caption(cfg, history),
+        "update_ratios": "log10 of |update| / |weights| for each parameter tensor (rows) over "
+        f"optimizer steps (columns, every {inst.every}). Around 1e-3 is the usual healthy "
+        "range; a row far above it moves too fast (lower its rate or clip it), a row far "
+        "below barely learns (frozen, dead or badly scaled).",
+        "distance": "|w_t - w_0| over optimizer steps. It grows fast early and flattens as the "
+        "learning rate decays; a sudden jump marks a loss spike, and a distance that keeps "
+        "growing linearly late in training means the weights are still drifting (weight "
+        "norm growth, or a rate too large to settle).",
+        "grad_tests": "Cockpit's norm, inner-product and orthogonality tests on the probe "
+        f"batch's per-sample gradients, every {inst.grad_tests_every} optimizer steps: each "
+        "is the smallest tolerance the mean gradient passes at this batch size (the spread "
+        "of the per-sample gradients relative to the mean's norm). Below 1 the gradient "
+        "direction is reliable; far above 1 the step is mostly noise, and adaptive sampling "
+        "(Byrd et al. 2012, Bollapragada et al. 2018) would grow the batch. Right: the mean "
+        "gradient signal-to-noise ratio, which falls as training reaches the noise floor.",
+    }
+
+
 def dynamics_figures(cfg: Config, history: History, fig_dir: Path) -> list[FigureSpec]:
     """The instruments' figures for the report (only of the quantities that were measured).
 
-    Drawn by :mod:`optiscope.instruments.plots`; an empty history gives no figures.
+    Drawn by :mod:`optiscope.instruments.plots` (whose :func:`~optiscope.instruments.plots.
+    figures` decides what was measured); an empty history gives no figures.
     """
     if not any(history.values()):
         return []
     from optiscope.instruments import plots
 
-    inst = cfg.instruments
-    out: list[FigureSpec] = [FigureSpec(
-        "Training dynamics at a glance",
-        "Every quantity the instruments recorded, one panel each (the figures below, "
-        "smaller), in the manner of Cockpit's dashboard: read a panel's full figure and "
-        "caption for what to look for.",
-        save_figure(plots.dashboard(history), fig_dir / "instruments_dashboard.png"),
-    )]  # fmt: skip
-    if any(history.get(k) for k in _SHARPNESS):
-        out.append(FigureSpec(
-            "Sharpness against the stability threshold",
-            _sharpness_caption(cfg, history, inst.sharpness_every),
-            save_figure(plots.sharpness_figure(history), fig_dir / "instruments_sharpness.png"),
-        ))  # fmt: skip
-    if history.get("hessian_trace"):
-        out.append(FigureSpec(
-            "Hessian trace of the probe batch",
-            "tr(H), the sum of all the probe Hessian's eigenvalues, every "
-            f"{inst.sharpness_every} optimizer steps: Hutch++ with the sharpness run's Lanczos "
-            f"basis as its sketch and {inst.trace_samples} Rademacher probes for the rest, with a "
-            "band of two standard errors. It tracks the total curvature; a trace that "
-            "grows much faster than the sharpness means the curvature is spreading over "
-            "many directions, one that stays a small multiple of it means a few directions "
-            "dominate.",
-            save_figure(plots.hessian_trace_figure(history), fig_dir / "instruments_trace.png"),
-        ))  # fmt: skip
-    if history.get("noise_scale"):
-        out.append(FigureSpec(
-            "Gradient noise scale and critical batch size",
-            _noise_caption(cfg, history),
-            save_figure(plots.noise_scale_figure(history), fig_dir / "instruments_noise.png"),
-        ))  # fmt: skip
-    if any(history.get(k) for k in _layer_keys(history)):
-        out.append(FigureSpec(
-            "Per-layer update-to-weight ratio",
-            "log10 of |update| / |weights| for each parameter tensor (rows) over optimizer "
-            f"steps (columns, every {inst.every}). Around 1e-3 is the usual healthy range; a "
-            "row far above it moves too fast (lower its rate or clip it), a row far below "
-            "barely learns (frozen, dead or badly scaled).",
-            save_figure(plots.update_ratio_heatmap(history), fig_dir / "instruments_updates.png"),
-        ))  # fmt: skip
-    if history.get("distance"):
-        out.append(FigureSpec(
-            "Distance from the initial weights",
-            "|w_t - w_0| over optimizer steps. It grows fast early and flattens as the "
-            "learning rate decays; a sudden jump marks a loss spike, and a distance that "
-            "keeps growing linearly late in training means the weights are still drifting "
-            "(weight norm growth, or a rate too large to settle).",
-            save_figure(plots.distance_figure(history), fig_dir / "instruments_distance.png"),
-        ))  # fmt: skip
-    if any(k.startswith("grad_tests/") and v for k, v in history.items()):
-        out.append(FigureSpec(
-            "Gradient tests and signal-to-noise ratio",
-            "Cockpit's norm, inner-product and orthogonality tests on the probe batch's "
-            f"per-sample gradients, every {inst.grad_tests_every} optimizer steps: each is the "
-            "smallest tolerance the mean gradient passes at this batch size (the spread of "
-            "the per-sample gradients relative to the mean's norm). Below 1 the gradient "
-            "direction is reliable; far above 1 the step is mostly noise, and adaptive "
-            "sampling (Byrd et al. 2012, Bollapragada et al. 2018) would grow the batch. "
-            "Right: the mean gradient signal-to-noise ratio, which falls as training "
-            "reaches the noise floor.",
-            save_figure(plots.grad_tests_figure(history), fig_dir / "instruments_grad_tests.png"),
-        ))  # fmt: skip
-    return out
+    drawn = {"dashboard": plots.dashboard(history), **plots.figures(history)}
+    captions = _captions(cfg, history)
+    return [
+        FigureSpec(_FIGURES[key][0], captions[key], save_figure(fig, fig_dir / _FIGURES[key][1]))
+        for key, fig in drawn.items()
+    ]
 
 
 def instruments_outputs(
