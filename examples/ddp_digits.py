@@ -12,6 +12,7 @@ a checksum of its final weights: they are identical, as DDP promises.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 
 import torch
@@ -28,6 +29,17 @@ def main() -> None:
 
     use_cuda = torch.cuda.is_available()
     dist.init_process_group("nccl" if use_cuda else "gloo")
+    try:
+        train(args, use_cuda)
+    finally:
+        # The trainer's DDP wrapper holds the process group. It went with train()'s frame
+        # (collected here, as it sits in reference cycles), so the group is torn down now
+        # and not at interpreter exit, where gloo can abort while stopping its threads.
+        gc.collect()
+        dist.destroy_process_group()
+
+
+def train(args: argparse.Namespace, use_cuda: bool) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
     torch.set_num_threads(1)
@@ -64,7 +76,6 @@ def main() -> None:
         f"checksum={checksum:.12e}",
         flush=True,
     )
-    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ Run directory layout (``[run] out_dir / name``)::
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import random
 import shutil
@@ -132,6 +133,10 @@ def train_run(
         if joined:
             import torch.distributed as dist
 
+            # The trainer's DDP wrapper holds the group; it sits in reference cycles
+            # (trainer <-> callbacks), so collect it first: a group still referenced at
+            # interpreter exit can abort there when gloo tears its threads down.
+            gc.collect()
             dist.destroy_process_group()
 
 
