@@ -90,6 +90,9 @@ def test_the_table_is_off_by_default_and_reads_every_key() -> None:
         ("grad_tests_every = -3", "[instruments] grad_tests_every: must be an int >= 1"),
         ("trace_samples = 1", "[instruments] trace_samples: must be an int >= 2, got 1"),
         ("probe_batch_size = -1", "[instruments] probe_batch_size: must be an int >= 0"),
+        ("hist_bins = 0", "[instruments] hist_bins: must be an int >= 1 (bins of grad_hist)"),
+        ("hist_range = -0.5", "[instruments] hist_range: must be a number >= 0"),
+        ('hist_range = "auto"', "[instruments] hist_range: must be a number >= 0"),
         ('noise_source = "rank"', "[instruments] noise_source: must be one of auto, "
          "micro_batches, ddp, split, got 'rank'"),
         ('quantities = ["noise_scale"]\nnoise_source = "micro_batches"',
@@ -187,9 +190,9 @@ def measured(tmp_path_factory):
     root = tmp_path_factory.mktemp("inst")
     extra = (
         '[instruments]\nenabled = true\nquantities = ["loss", "grad_norm", "layers", '
-        '"distance", "noise_scale", "sharpness", "hessian_trace", "grad_tests"]\n'
-        "sharpness_every = 4\n"
-        "grad_tests_every = 6\nprobe_batch_size = 200\n"
+        '"distance", "noise_scale", "sharpness", "hessian_trace", "grad_tests", "grad_hist", '
+        '"grad_hist_2d"]\nsharpness_every = 4\n'
+        "grad_tests_every = 6\nprobe_batch_size = 200\nhist_bins = 24\n"
     )
     text = SMALL.replace("[train]\nepochs = 1", "[train]\nepochs = 1\ngrad_accum_steps = 2")
     text = text.replace("batch_size = 120", "batch_size = 60")
@@ -287,6 +290,31 @@ def test_gradient_tests_run_at_their_own_interval(measured) -> None:
     assert h["tic"][0][1] > 0
 
 
+def test_the_gradient_histograms_in_the_json_and_the_report(measured) -> None:
+    cfg, result, saved = measured
+    hists = saved["histograms"]
+    assert sorted(hists) == ["grad_hist", "grad_hist_2d"]
+    assert [h["step"] for h in hists["grad_hist"]] == [6, 12]  # at grad_tests_every
+    # The digits MLP 64-8-10 has 610 parameters; the probe batch is 200 samples.
+    numel = sum(p.numel() for p in build_components(cfg).model.parameters())
+    for h in hists["grad_hist"]:
+        assert len(h["counts"]) == 24 and len(h["edges"][0]) == 25
+        assert sum(h["counts"]) == 200 * numel
+    last = hists["grad_hist_2d"][-1]
+    assert [len(row) for row in last["counts"]] == [50] * 40
+    assert sum(map(sum, last["counts"])) == 200 * numel
+    # The parameter axis spans +-max |w| of the final weights.
+    final = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+    top = max(v.abs().max().item() for v in final.values())
+    assert last["edges"][1][-1] == pytest.approx(top, rel=1e-6)
+    manifest = json.loads((result.run_dir / "report.json").read_text())
+    by_file = {Path(f["file"]).name: f for f in manifest["figures"]}
+    fig = by_file["instruments_grad_hist.png"]
+    assert "every 6 optimizer steps" in fig["caption"]
+    assert (result.run_dir / "figures" / "instruments_grad_hist.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Per-sample gradient histograms" in (result.run_dir / "report.html").read_text()
+
+
 def test_without_instruments_the_report_has_none_of_their_figures(tmp_path) -> None:
     result = train_run(_config(tmp_path), echo=lambda s: None)
     assert result.report_path is not None and result.report_path.is_file()
@@ -312,7 +340,7 @@ def test_the_readme_instruments_example_runs(tmp_path, monkeypatch, capsys) -> N
 def test_a_resumed_run_continues_the_history_exactly(tmp_path) -> None:
     extra = (
         '[instruments]\nenabled = true\nquantities = ["loss", "layers", "distance", '
-        '"sharpness"]\nsharpness_every = 5\n'
+        '"sharpness", "grad_hist"]\nsharpness_every = 5\ngrad_tests_every = 7\n'
     )
     two = SMALL.replace("epochs = 1", "epochs = 2")
     straight = train_run(_config(tmp_path / "a", extra, two), echo=lambda s: None)
@@ -321,4 +349,5 @@ def test_a_resumed_run_continues_the_history_exactly(tmp_path) -> None:
     a = json.loads((straight.run_dir / "instruments.json").read_text())
     b = json.loads((resumed.run_dir / "instruments.json").read_text())
     assert [s for s, _ in a["history"]["distance"]] == list(range(1, 25))
+    assert [h["step"] for h in a["histograms"]["grad_hist"]] == [7, 14, 21]
     assert a == b

@@ -1,5 +1,6 @@
 """Training-dynamics instruments: sharpness against 2/lr, gradient noise scale and critical
-batch size, per-layer update ratios, distance from init and Cockpit's gradient tests.
+batch size, per-layer update ratios, distance from init, Cockpit's gradient tests and
+its per-sample gradient histograms.
 
 :class:`Instruments` works in any hand-written loop (call it after backward and after the
 optimizer step); :class:`InstrumentsCallback` runs it inside ``AdvancedTrainer``. Every
@@ -9,6 +10,7 @@ draws the history.
 
 from optiscope.instruments._callback import InstrumentsCallback
 from optiscope.instruments._grad_tests import gradient_tests
+from optiscope.instruments._hist import Histogram
 from optiscope.instruments._instruments import Instruments
 from optiscope.instruments._noise import noise_estimates
 from optiscope.instruments._options import DEFAULT_QUANTITIES, NOISE_SOURCES, QUANTITIES
@@ -18,6 +20,7 @@ __all__ = [
     "DEFAULT_QUANTITIES",
     "NOISE_SOURCES",
     "QUANTITIES",
+    "Histogram",
     "Instruments",
     "InstrumentsCallback",
     "gradient_tests",

@@ -154,6 +154,14 @@ class InstrumentsCallback:
         self.instruments.flush()
         return self.instruments.history
 
+    @property
+    def histograms(self) -> dict[str, list[tuple[int, Any]]]:
+        """The instruments' histograms (flushed first); empty before training."""
+        if self.instruments is None:
+            return {}
+        self.instruments.flush()
+        return self.instruments.histograms
+
     def state_dict(self) -> dict[str, Any]:
         if self.instruments is None:
             return {"instruments": self._pending_state}

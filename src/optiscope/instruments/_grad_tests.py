@@ -41,7 +41,7 @@ from torch.func import grad_and_value, vmap
 from optiscope.batch_loss import BatchLoss
 from optiscope.curvature._kernels import double_backward_kernels
 
-__all__ = ["GRAD_TESTS", "gradient_tests", "per_sample_gradients"]
+__all__ = ["GRAD_TESTS", "gradient_tests", "per_sample_gradients", "tests_from_gradients"]
 
 GRAD_TESTS = ("norm_test", "inner_product_test", "orthogonality_test", "gsnr", "early_stopping")
 GSNR_EPS = 1e-5  # Cockpit's MeanGSNR default
@@ -157,7 +157,15 @@ def gradient_tests(
         raise ValueError(f"gradient tests need a batch of at least 2 samples, got {B}")
     # The projections g_i.G need G first, so every chunk's per-sample gradients are kept.
     pairs = list(per_sample_gradients(model, batch_loss, batch, names, chunk_size))
+    return tests_from_gradients(pairs, lr)
+
+
+def tests_from_gradients(
+    pairs: list[tuple[torch.Tensor, torch.Tensor]], lr: float | torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """:func:`gradient_tests` from the chunks :func:`per_sample_gradients` yielded."""
     chunks = [g for g, _ in pairs]
+    B = sum(c.shape[0] for c in chunks)
     total = torch.stack([c.sum(0) for c in chunks]).sum(0)
     G = total / B
     sq = torch.cat([c.square().sum(1) for c in chunks])  # |g_i|^2

@@ -37,10 +37,15 @@ QUANTITIES = (
     "preconditioned_sharpness",
     "hessian_trace",
     "grad_tests",
+    "grad_hist",
+    "grad_hist_2d",
 )
 DEFAULT_QUANTITIES = ("loss", "grad_norm", "layers", "distance")
 NOISE_SOURCES = ("auto", "micro_batches", "ddp", "split")
-PROBED = ("sharpness", "preconditioned_sharpness", "hessian_trace", "grad_tests")
+PROBED = (
+    "sharpness", "preconditioned_sharpness", "hessian_trace", "grad_tests", "grad_hist",
+    "grad_hist_2d",
+)  # fmt: skip
 
 
 def check_quantities(quantities: Any) -> tuple[str, ...]:

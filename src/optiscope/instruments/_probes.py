@@ -1,5 +1,5 @@
 """The probe quantities: sharpness, preconditioned sharpness, the Hessian trace, gradient
-tests, split noise.
+tests and histograms, split noise.
 
 Each runs on the fixed probe batch at the weights after the step, in eval mode (dropout
 off, BatchNorm on its running statistics: deterministic, and per-sample gradients stay
@@ -8,7 +8,8 @@ so parameters, gradients, buffers, train/eval modes and RNG come back bit-for-bi
 Hessian probes alone (sharpness, preconditioned sharpness, trace) never write parameters
 or gradients, so at their steps only modes, buffers and RNG states are saved and put
 back. They share one gradient graph of the probe batch per step (one forward and
-backward), and the trace takes the sharpness run's Lanczos basis as its sketch.
+backward), and the trace takes the sharpness run's Lanczos basis as its sketch; the
+gradient tests and histograms share one set of per-sample gradients.
 """
 
 from __future__ import annotations
@@ -17,13 +18,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from optiscope._internal.restore import RNGState, preserved
 from optiscope.batch_loss import BatchLoss
 from optiscope.instruments._eigen import ProbeHessian
-from optiscope.instruments._grad_tests import GRAD_TESTS, _slice, gradient_tests
+from optiscope.instruments._grad_tests import (
+    GRAD_TESTS,
+    _slice,
+    per_sample_gradients,
+    tests_from_gradients,
+)
+from optiscope.instruments._hist import HIST_KEYS, Histogram, HistSpec, gradient_histograms
 from optiscope.instruments._noise import NoiseEMA, noise_estimates, split_gradient_norms
 from optiscope.instruments._record import Recorder
 from optiscope.instruments._sharpness import (
@@ -85,6 +93,7 @@ class Probes:
         tol: float,
         trace_samples: int,
         seed: int,
+        hist: HistSpec,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -97,6 +106,7 @@ class Probes:
         self.sharpness = SharpnessTracker(iters, tol, seed)
         self.preconditioned = SharpnessTracker(iters, tol, seed + 1)
         self.trace = TraceTracker(trace_samples, seed + 2)
+        self.hist = hist
 
     def measure(
         self,
@@ -121,13 +131,11 @@ class Probes:
                 finally:
                     self.hessian.clear()
             tests = "grad_tests" in jobs
-            if tests:
-                lr = self.optimizer.param_groups[0]["lr"]
-                out = gradient_tests(self.model, self.batch_loss, probe, self.names, lr=lr)
-                tensors += [out[k] for k in (*GRAD_TESTS, "cabs")]
-                tic = "hessian_trace" in host
-                if tic:  # Thomas et al. 2019, Cockpit's TICTrace: mean_i |g_i|^2 / tr(H)
-                    tensors.append(out["second_moment"] / (host["hessian_trace"] + TIC_EPS))
+            hists = tuple(j for j in jobs if j in HIST_KEYS)
+            layout: list[tuple[str, tuple[int, ...], list[int]]] = []
+            if tests or hists:
+                tic = tests and "hessian_trace" in host
+                tensors += self._per_sample_jobs(probe, tests, hists, host, layout)
             n = 0
             if split_noise:
                 assert self.split is not None
@@ -135,8 +143,39 @@ class Probes:
                 bounds = [round(i * n / self.split) for i in range(self.split + 1)]
                 pieces = [_slice(probe, a, b) for a, b in zip(bounds, bounds[1:])]
                 tensors += split_gradient_norms(self.model, self.batch_loss, pieces, self.names)
-        flat = torch.stack([t.reshape(()).float() for t in tensors]) if tensors else None
-        recorder.add(step, flat, self.finish, (host, tests, tic, n, batch_size or n))
+        # Histogram counts pass 2^24 (float32's last exact integer): float64 when present.
+        dtype = torch.float64 if layout else torch.float32
+        flat = torch.cat([t.reshape(-1).to(dtype) for t in tensors]) if tensors else None
+        recorder.add(step, flat, self.finish, (host, tests, tic, layout, n, batch_size or n))
+
+    def _per_sample_jobs(
+        self,
+        probe: Any,
+        tests: bool,
+        hists: tuple[str, ...],
+        host: dict[str, float],
+        layout: list[tuple[str, tuple[int, ...], list[int]]],
+    ) -> list[torch.Tensor]:
+        """Gradient tests (and the TIC with a trace in ``host``) and the histograms ``hists``
+        from one set of per-sample gradients; appends each histogram's layout."""
+        pairs = list(per_sample_gradients(self.model, self.batch_loss, probe, self.names))
+        tensors: list[torch.Tensor] = []
+        if tests:
+            out = tests_from_gradients(pairs, lr=self.optimizer.param_groups[0]["lr"])
+            tensors += [out[k] for k in (*GRAD_TESTS, "cabs")]
+            if "hessian_trace" in host:  # Thomas et al. 2019, Cockpit's TICTrace
+                tensors.append(out["second_moment"] / (host["hessian_trace"] + TIC_EPS))
+        if hists:
+            params = dict(self.model.named_parameters())
+            weights = torch.cat([params[n].detach().reshape(-1) for n in self.names])
+            chunks = [g for g, _ in pairs]
+            for key, (counts, edges) in gradient_histograms(
+                chunks, weights, hists, self.hist
+            ).items():
+                tensors += [counts, *edges]
+                shape = (counts.numel(),) if len(edges) == 1 else self.hist.bins_2d
+                layout.append((key, shape, [e.numel() for e in edges]))
+        return tensors
 
     def _hessian_jobs(self, jobs: list[str]) -> dict[str, float]:
         """Sharpness, preconditioned sharpness and the trace on the built probe Hessian."""
@@ -155,15 +194,24 @@ class Probes:
             out.update(self.trace.measure(op, sketch))
         return out
 
-    def finish(self, vals: list[float], meta: Any) -> dict[str, float]:
-        host, tests, tic, n, used = meta
-        out = dict(host)
+    def finish(self, vals: list[float], meta: Any) -> dict[str, Any]:
+        host, tests, tic, layout, n, used = meta
+        out: dict[str, Any] = dict(host)
         if tests:
             n_tests = len(GRAD_TESTS) + 1
             out.update({f"grad_tests/{k}": v for k, v in zip((*GRAD_TESTS, "cabs"), vals)})
             vals = vals[n_tests:]
         if tic:
             out["tic"], vals = vals[0], vals[1:]
+        for key, shape, edge_sizes in layout:
+            size = int(np.prod(shape))
+            counts = np.asarray(vals[:size], dtype=np.int64).reshape(shape)  # exact in float64
+            vals = vals[size:]
+            edges = []
+            for e in edge_sizes:
+                edges.append(np.asarray(vals[:e]))
+                vals = vals[e:]
+            out[key] = Histogram(counts, tuple(edges))
         if n:
             assert self.split is not None
             small, big = vals[0], vals[1]

@@ -1,8 +1,9 @@
 """Figures of an :class:`~optiscope.instruments.Instruments` history (matplotlib, lazy).
 
 Each function takes the ``history`` dict (key -> ``[(step, value), ...]``, as
-``Instruments.history`` or the run's ``instruments.json``), returns a matplotlib Figure,
-never blocks (``show=True`` to show) and saves to ``path`` when given.
+``Instruments.history`` or the run's ``instruments.json``; the gradient histograms take
+``Instruments.histograms``), returns a matplotlib Figure, never blocks (``show=True`` to
+show) and saves to ``path`` when given.
 """
 
 from __future__ import annotations
@@ -12,11 +13,18 @@ import os
 from typing import Any
 
 from optiscope._internal.figures import finish_figure
+from optiscope.instruments._hist_plots import (
+    Histograms,
+    grad_hist_figure,
+    hist_1d_panel,
+    hist_2d_panel,
+)
 
 __all__ = [
     "dashboard",
     "distance_figure",
     "figures",
+    "grad_hist_figure",
     "grad_tests_figure",
     "hessian_trace_figure",
     "noise_scale_figure",
@@ -327,6 +335,7 @@ def _loss_panel(history: History, ax: Any) -> None:
 
 def dashboard(
     history: History,
+    histograms: Histograms | None = None,
     *,
     path: str | os.PathLike | None = None,
     show: bool = False,
@@ -335,8 +344,8 @@ def dashboard(
 
     One panel each, for what the history holds: loss and gradient norm, sharpness
     against its threshold, the Hessian trace, the noise scale, the distance from init,
-    the per-layer update ratios, the gradient tests and the GSNR (the figures of this
-    module, drawn into a grid).
+    the per-layer update ratios, the gradient tests and the GSNR, and the gradient
+    histograms when given (the figures of this module, drawn into a grid).
 
     Raises:
         ValueError: The history holds nothing to draw.
@@ -360,6 +369,9 @@ def dashboard(
     if any(k.endswith("/update_ratio") and v for k, v in history.items()):
         panels.append(lambda ax: update_ratio_heatmap(history, ax=ax))
     tests = any(k.startswith("grad_tests/") and v for k, v in history.items())
+    for key, draw_hist in (("grad_hist", hist_1d_panel), ("grad_hist_2d", hist_2d_panel)):
+        if histograms and histograms.get(key):
+            panels.append(lambda ax, key=key, draw=draw_hist: draw(histograms[key], ax))
     if not panels and not tests:
         raise ValueError("history has nothing to draw: measure some quantities first")
     import matplotlib.pyplot as plt
@@ -376,13 +388,13 @@ def dashboard(
     for ax in cells[n:]:
         ax.axis("off")
     fig.suptitle("Training dynamics")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))  # leave the suptitle its own row
     return finish_figure(fig, path, show)
 
 
-def figures(history: History) -> dict[str, Any]:
+def figures(history: History, histograms: Histograms | None = None) -> dict[str, Any]:
     """``{"sharpness", "hessian_trace", "noise_scale", "update_ratios", "distance",
-    "grad_tests"}`` for what was measured.
+    "grad_tests", "grad_hist"}`` for what was measured.
 
     Example:
         >>> sorted(figures({"distance": [(1, 0.1)]}))
@@ -401,4 +413,6 @@ def figures(history: History) -> dict[str, Any]:
         out["distance"] = distance_figure(history)
     if any(history.get(k) for k, _ in GRAD_TEST_LINES) or history.get("grad_tests/gsnr"):
         out["grad_tests"] = grad_tests_figure(history)
+    if histograms and any(histograms.values()):
+        out["grad_hist"] = grad_hist_figure(histograms)
     return out

@@ -227,6 +227,11 @@ class LoopParts:
         """The instruments' history (empty before they are built)."""
         return {} if self.instruments is None else self.instruments.history
 
+    @property
+    def histograms(self) -> dict[str, list[tuple[int, Any]]]:
+        """The instruments' gradient histograms (empty before they are built)."""
+        return {} if self.instruments is None else self.instruments.histograms
+
     def instrument_outputs(self, run_dir: Path) -> tuple[dict[str, Any], list[Any]]:
         """``instruments.json`` in ``run_dir``; the summary numbers and the report figures.
 
@@ -243,6 +248,8 @@ class LoopParts:
                 "enabled": True,
                 "every": inst.every,
                 "sharpness_every": inst.sharpness_every,
+                "grad_tests_every": inst.grad_tests_every,
+                "trace_samples": inst.trace_samples,
             }
         }
         betas = inst.optimizer.param_groups[0].get("betas")
@@ -251,7 +258,9 @@ class LoopParts:
         cfg = parse_config(table, origin="instruments")
         dynamics.write_history(Path(run_dir) / "instruments.json", self)
         numbers = dynamics.dynamics_numbers(inst.history, list(inst.hvp_counts))
-        figures = dynamics.dynamics_figures(cfg, inst.history, Path(run_dir) / "figures")
+        figures = dynamics.dynamics_figures(
+            cfg, inst.history, Path(run_dir) / "figures", inst.histograms
+        )
         return numbers, figures
 
     def write_report(self, model: nn.Module, loader: Any, rows: Mapping[str, Any]) -> Path:

@@ -71,7 +71,8 @@ trace_samples = 30
 [instruments]
 enabled = true
 quantities = ["loss", "grad_norm", "layers", "distance", "noise_scale", "sharpness",
-              "preconditioned_sharpness", "hessian_trace"]
+              "preconditioned_sharpness", "hessian_trace", "grad_tests", "grad_hist",
+              "grad_hist_2d"]
 every = 1
 sharpness_every = 16
 probe_batch_size = 128

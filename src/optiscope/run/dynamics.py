@@ -136,11 +136,13 @@ def instruments_callback(cfg: Config, comps: Components, world: int | None = Non
     from optiscope.instruments import InstrumentsCallback
 
     quantities = tuple(inst.quantities)
-    curvature = any(q in quantities for q in (*_SHARPNESS, "hessian_trace", "grad_tests"))
-    if curvature and not any(p.requires_grad for p in comps.model.parameters()):
+    probed = (*_SHARPNESS, "hessian_trace", "grad_tests", "grad_hist", "grad_hist_2d")
+    if any(q in quantities for q in probed) and not any(
+        p.requires_grad for p in comps.model.parameters()
+    ):
         raise ConfigError(
-            "[instruments] quantities: sharpness, the Hessian trace and gradient tests need "
-            "trainable parameters, and the model has none"
+            "[instruments] quantities: sharpness, the Hessian trace, gradient tests and "
+            "histograms need trainable parameters, and the model has none"
         )
     if "preconditioned_sharpness" in quantities and cfg.optimizer.name not in ("adam", "adamw"):
         raise ConfigError(
@@ -154,6 +156,8 @@ def instruments_callback(cfg: Config, comps: Components, world: int | None = Non
         "sharpness_every": inst.sharpness_every,
         "grad_tests_every": inst.grad_tests_every,
         "trace_samples": inst.trace_samples,
+        "hist_bins": inst.hist_bins,
+        "hist_range": inst.hist_range or None,
         "seed": cfg.run.seed,
     }
     if "noise_scale" in quantities:
@@ -180,7 +184,8 @@ def write_history(path: Path, callback: Any) -> Path:
     """Write the callback's history (and HVPs per sharpness measurement) as JSON, atomically.
 
     ``{"history": {key: [[step, value], ...]}, "hvp_counts": [...],
-    "preconditioned_hvp_counts": [...]}``; NaN and inf become null (JSON has neither).
+    "preconditioned_hvp_counts": [...], "histograms": {key: [{"step", "counts", "edges"},
+    ...]}}``; NaN and inf become null (JSON has neither).
     """
     history = {
         key: [[int(s), _finite(float(v))] for s, v in series]
@@ -190,6 +195,17 @@ def write_history(path: Path, callback: Any) -> Path:
         "history": history,
         "hvp_counts": _hvp_counts(callback),
         "preconditioned_hvp_counts": _hvp_counts(callback, "preconditioned_hvp_counts"),
+        "histograms": {
+            key: [
+                {
+                    "step": int(s),
+                    "counts": h.counts.tolist(),
+                    "edges": [[_finite(float(x)) for x in e] for e in h.edges],
+                }
+                for s, h in series
+            ]
+            for key, series in getattr(callback, "histograms", {}).items()
+        },
     }
     return atomic_write(path, json.dumps(data))
 
@@ -286,6 +302,7 @@ _FIGURES = {
     "update_ratios": ("Per-layer update-to-weight ratio", "instruments_updates.png"),
     "distance": ("Distance from the initial weights", "instruments_distance.png"),
     "grad_tests": ("Gradient tests and signal-to-noise ratio", "instruments_grad_tests.png"),
+    "grad_hist": ("Per-sample gradient histograms", "instruments_grad_hist.png"),
 }
 
 
@@ -318,20 +335,32 @@ def _captions(cfg: Config, history: History) -> dict[str, str]:
         "direction is reliable; far above 1 the step is mostly noise, and adaptive sampling "
         "(Byrd et al. 2012, Bollapragada et al. 2018) would grow the batch. Right: the mean "
         "gradient signal-to-noise ratio, which falls as training reaches the noise floor.",
+        "grad_hist": "Every element of every per-sample gradient of the probe batch, every "
+        f"{inst.grad_tests_every} optimizer steps (Cockpit's gradient histograms). Left: its "
+        "density on a log scale, one line per measurement (the last bold); right: the last "
+        "measurement's gradient elements against their parameters' values. A peak that "
+        "narrows while the tails stay wide means a few samples or weights carry large "
+        "gradients; gradients that spread with the parameter value point at large weights "
+        "driving the loss.",
     }
 
 
-def dynamics_figures(cfg: Config, history: History, fig_dir: Path) -> list[FigureSpec]:
+def dynamics_figures(
+    cfg: Config, history: History, fig_dir: Path, histograms: dict[str, list] | None = None
+) -> list[FigureSpec]:
     """The instruments' figures for the report (only of the quantities that were measured).
 
     Drawn by :mod:`optiscope.instruments.plots` (whose :func:`~optiscope.instruments.plots.
     figures` decides what was measured); an empty history gives no figures.
     """
-    if not any(history.values()):
+    if not any(history.values()) and not (histograms and any(histograms.values())):
         return []
     from optiscope.instruments import plots
 
-    drawn = {"dashboard": plots.dashboard(history), **plots.figures(history)}
+    drawn = {
+        "dashboard": plots.dashboard(history, histograms),
+        **plots.figures(history, histograms),
+    }
     captions = _captions(cfg, history)
     return [
         FigureSpec(_FIGURES[key][0], captions[key], save_figure(fig, fig_dir / _FIGURES[key][1]))
@@ -344,5 +373,6 @@ def instruments_outputs(
 ) -> tuple[dict[str, Any], list[FigureSpec]]:
     """After training (rank 0): write ``instruments.json``; the summary numbers and figures."""
     write_history(run_dir / "instruments.json", callback)
-    history = callback.history
-    return dynamics_numbers(history, _hvp_counts(callback)), dynamics_figures(cfg, history, fig_dir)
+    history, histograms = callback.history, callback.histograms
+    figures = dynamics_figures(cfg, history, fig_dir, histograms)
+    return dynamics_numbers(history, _hvp_counts(callback)), figures

@@ -252,6 +252,10 @@ class InstrumentsSection:
     sharpness_every: int = _opt(16, "an int >= 1", _ge(1))
     grad_tests_every: int = _opt(16, "an int >= 1", _ge(1))
     trace_samples: int = _opt(8, "an int >= 2", _ge(2))
+    hist_bins: int = _opt(100, "an int >= 1 (bins of grad_hist)", _ge(1))
+    hist_range: float = _opt(
+        0.0, "a number >= 0 (the gradient histograms' range +-r; 0: max |g| each time)", _ge(0)
+    )
     noise_source: str = _opt("auto", "one of " + ", ".join(NOISE_SOURCES), choices=NOISE_SOURCES)
     probe_batch_size: int = _opt(
         0, "an int >= 0 (0: the first training batch is the probe batch)", _ge(0)
