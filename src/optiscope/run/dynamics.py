@@ -43,8 +43,6 @@ __all__ = [
 
 History = dict[str, list[tuple[int, float]]]
 
-_SHARPNESS = ("sharpness", "preconditioned_sharpness")
-
 
 def _world_size() -> int:
     import torch.distributed as dist
@@ -134,10 +132,10 @@ def instruments_callback(cfg: Config, comps: Components, world: int | None = Non
     if not inst.enabled:
         return None
     from optiscope.instruments import InstrumentsCallback
+    from optiscope.instruments._options import PROBED
 
     quantities = tuple(inst.quantities)
-    probed = (*_SHARPNESS, "hessian_trace", "grad_tests", "grad_hist", "grad_hist_2d")
-    if any(q in quantities for q in probed) and not any(
+    if any(q in quantities for q in PROBED) and not any(
         p.requires_grad for p in comps.model.parameters()
     ):
         raise ConfigError(
