@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -72,3 +73,46 @@ def exact_hessian(model: nn.Module, loss_fn: Callable, X: torch.Tensor, y: torch
         return loss_fn(out, y)
 
     return torch.autograd.functional.hessian(f, flat0)
+
+
+def one_sample(batch: Any, i: int) -> Any:
+    """Sample ``i`` of a tensor, tuple or dict batch, as a batch of one."""
+    if isinstance(batch, torch.Tensor):
+        return batch[i : i + 1]
+    if isinstance(batch, dict):
+        return {k: one_sample(v, i) for k, v in batch.items()}
+    return type(batch)(one_sample(v, i) for v in batch)
+
+
+def plain_alpha(model: nn.Module, batch_loss: Any, batch: Any, before: list[torch.Tensor]) -> float:
+    """Cockpit's alpha of the step from ``before`` to the model's weights, from per-sample
+    gradients of single-sample backward passes (eval mode) and a float64 least-squares
+    fit in the distance along the step, as Cockpit writes it."""
+    import copy
+
+    import numpy as np
+
+    after = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+    d = [(a - b).double() for a, b in zip(after, before)]
+    t = math.sqrt(sum((x * x).sum().item() for x in d))
+    obs, var = [], []
+    for weights in (before, after):
+        ref = copy.deepcopy(model).eval()
+        params = [p for p in ref.parameters() if p.requires_grad]
+        with torch.no_grad():
+            for p, w in zip(params, weights):
+                p.copy_(w)
+        losses, slopes = [], []
+        for i in range(batch_loss.size(batch)):
+            loss = batch_loss(ref, one_sample(batch, i))
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            slopes.append(sum((g.double() * x).sum().item()
+                              for g, x in zip(grads, d) if g is not None) / t)  # fmt: skip
+            losses.append(loss.item())
+        obs.append((np.mean(losses), np.mean(slopes)))
+        var.append((np.var(losses, ddof=1), np.var(slopes, ddof=1)))
+    y = np.array([obs[0][0], obs[1][0], obs[0][1], obs[1][1]])
+    w = 1 / np.array([var[0][0], var[1][0], var[0][1], var[1][1]])
+    phi = np.array([[1, 0, 0], [1, t, t * t], [0, 1, 0], [0, 1, 2 * t]])
+    mu = np.linalg.solve(phi.T @ (w[:, None] * phi), phi.T @ (w * y))
+    return -1.0 if mu[2] < 0 else 2 * t / (-mu[1] / mu[2]) - 1

@@ -68,6 +68,8 @@ def test_interval_below_one(key, value):
         ),
         ({"batch_loss": 3}, TypeError, "batch_loss"),
         ({"quantities": ["grad_tests"], "probe_batch": data(1)}, ValueError, "2 samples"),
+        ({"quantities": ["alpha"]}, ValueError, "probe_batch"),
+        ({"quantities": ["alpha"], "probe_batch": data(1)}, ValueError, "alpha needs .* 2 samples"),
         ({"ddp_model": torch.nn.Linear(2, 2)}, TypeError, "ddp_model must be a Distributed"),
         ({"quantities": ["noise_scale"], "noise_source": "ddp"}, ValueError, "ddp_model"),
     ],
@@ -105,14 +107,15 @@ def test_plots_draw_what_was_measured_and_refuse_the_rest():
         "grad_tests/gsnr": [(2, 0.3), (4, 0.1)],
         "hessian_trace": [(2, 12.0), (4, 20.0)],
         "hessian_trace/stderr": [(2, 1.0), (4, 0.5)],
+        "alpha": [(2, -0.4), (4, 7.5), (6, -9.0), (8, 0.1)],
     }
     figs = plots.figures(h)
-    assert sorted(figs) == ["distance", "grad_tests", "hessian_trace", "noise_scale",
+    assert sorted(figs) == ["alpha", "distance", "grad_tests", "hessian_trace", "noise_scale",
                             "sharpness", "update_ratios"]  # fmt: skip
     titles = [a.get_title() for a in plots.dashboard(h).axes if a.get_title()]
     assert titles == [
         "Sharpness and the stability threshold", "Hessian trace of the probe batch",
-        "Gradient noise scale", "Distance from initialisation",
+        "Gradient noise scale", "Distance from initialisation", "Effective step size alpha",
         "Update / weight norm ratio (log10)", "Gradient tests", "Gradient signal-to-noise ratio",
     ]  # fmt: skip
     band = figs["hessian_trace"].axes[0].collections[0].get_paths()[0].vertices[:, 1]
@@ -126,6 +129,10 @@ def test_plots_draw_what_was_measured_and_refuse_the_rest():
     assert grid.shape == (2, 2) and grid[0, 0] == pytest.approx(-3.0) and grid.mask[0, 1]
     line = figs["sharpness"].axes[0].lines[1]
     assert list(line.get_ydata()) == [20.0, 20.0]
+    # Alpha: values within +-3 as points, the rest on the edge (up, then down).
+    inside, up, down = figs["alpha"].axes[0].lines[:3]
+    assert list(inside.get_ydata()) == [-0.4, 0.1] and list(up.get_xdata()) == [4]
+    assert list(up.get_ydata()) == [3.0] and list(down.get_ydata()) == [-3.0]
     for fn in (
         plots.sharpness_figure,
         plots.noise_scale_figure,
@@ -133,6 +140,7 @@ def test_plots_draw_what_was_measured_and_refuse_the_rest():
         plots.distance_figure,
         plots.grad_tests_figure,
         plots.hessian_trace_figure,
+        plots.alpha_figure,
     ):
         with pytest.raises(ValueError, match="history has no"):
             fn({})

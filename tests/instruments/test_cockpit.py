@@ -3,9 +3,10 @@
 Cockpit (``cockpit-for-pytorch`` on a BackPACK-extended copy of the same model, same
 batches, same SGD) and optiscope must agree where they compute the same thing. Cockpit
 indexes by the step the gradient is taken at (0-based, before the update); optiscope
-records step ``s`` after ``s`` updates. So for optiscope's step ``s``: GradNorm and
-UpdateSize are Cockpit's step ``s - 1``, Distance, HessMaxEV and the gradient tests
-(measured on the probe batch at the weights after the update) Cockpit's step ``s``.
+records step ``s`` after ``s`` updates. So for optiscope's step ``s``: GradNorm,
+UpdateSize and Alpha (of the step from there) are Cockpit's step ``s - 1``; Distance,
+HessMaxEV and the gradient tests (measured on the probe batch at the weights after the
+update) Cockpit's step ``s``.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def _cockpit_run(model, X, y):
     backpack = pytest.importorskip("backpack")
     from cockpit.quantities import (
         CABS,
+        Alpha,
         Distance,
         EarlyStopping,
         GradNorm,
@@ -89,7 +91,7 @@ def _cockpit_run(model, X, y):
     opt = torch.optim.SGD(model.parameters(), lr=0.3)
     every = linear(1)
     classes = (GradNorm, Distance, UpdateSize, HessMaxEV, NormTest, InnerTest, OrthoTest, MeanGSNR,
-               EarlyStopping, CABS, HessTrace, TICTrace)  # fmt: skip
+               EarlyStopping, CABS, HessTrace, TICTrace, Alpha)  # fmt: skip
     cp = cockpit.Cockpit(model.parameters(), quantities=[c(every) for c in classes])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -118,7 +120,7 @@ def test_same_values_as_cockpit():
     inst = Instruments(
         ours,
         opt,
-        ["grad_norm", "layers", "distance", "sharpness", "hessian_trace", "grad_tests"],
+        ["grad_norm", "layers", "distance", "sharpness", "hessian_trace", "grad_tests", "alpha"],
         sharpness_every=1,
         grad_tests_every=1,
         probe_batch=(X, y),
@@ -157,3 +159,6 @@ def test_same_values_as_cockpit():
         assert err <= 0.05 * abs(trace)
         assert abs(trace - sum(after["HessTrace"])) <= 4 * err
         assert h["tic"][s] == pytest.approx(after["TICTrace"], rel=4 * err / abs(trace))
+        # Alpha of the update from step s - 1 (Cockpit keeps it under its start step; the
+        # same batch at both ends, so Cockpit's training batches are optiscope's probe).
+        assert h["alpha"][s] + 1 == pytest.approx(before["Alpha"] + 1, rel=1e-4)

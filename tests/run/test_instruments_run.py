@@ -191,7 +191,7 @@ def measured(tmp_path_factory):
     extra = (
         '[instruments]\nenabled = true\nquantities = ["loss", "grad_norm", "layers", '
         '"distance", "noise_scale", "sharpness", "hessian_trace", "grad_tests", "grad_hist", '
-        '"grad_hist_2d"]\nsharpness_every = 4\n'
+        '"grad_hist_2d", "alpha"]\nsharpness_every = 4\n'
         "grad_tests_every = 6\nprobe_batch_size = 200\nhist_bins = 24\n"
     )
     text = SMALL.replace("[train]\nepochs = 1", "[train]\nepochs = 1\ngrad_accum_steps = 2")
@@ -315,6 +315,19 @@ def test_the_gradient_histograms_in_the_json_and_the_report(measured) -> None:
     assert "Per-sample gradient histograms" in (result.run_dir / "report.html").read_text()
 
 
+def test_alpha_in_the_json_the_summary_and_the_report(measured) -> None:
+    _, result, saved = measured
+    alpha = saved["history"]["alpha"]
+    assert [s for s, _ in alpha] == [6, 12]  # at grad_tests_every
+    assert all(math.isfinite(v) and v >= -1 for _, v in alpha)
+    assert result.summary["final alpha"] == alpha[-1][1]
+    manifest = json.loads((result.run_dir / "report.json").read_text())
+    fig = {Path(f["file"]).name: f for f in manifest["figures"]}["instruments_alpha.png"]
+    assert fig["title"] == "Effective step size alpha"
+    assert "every 6 optimizer steps" in fig["caption"]
+    assert (result.run_dir / "figures" / "instruments_alpha.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_without_instruments_the_report_has_none_of_their_figures(tmp_path) -> None:
     result = train_run(_config(tmp_path), echo=lambda s: None)
     assert result.report_path is not None and result.report_path.is_file()
@@ -340,7 +353,7 @@ def test_the_readme_instruments_example_runs(tmp_path, monkeypatch, capsys) -> N
 def test_a_resumed_run_continues_the_history_exactly(tmp_path) -> None:
     extra = (
         '[instruments]\nenabled = true\nquantities = ["loss", "layers", "distance", '
-        '"sharpness", "grad_hist"]\nsharpness_every = 5\ngrad_tests_every = 7\n'
+        '"sharpness", "grad_hist", "alpha"]\nsharpness_every = 5\ngrad_tests_every = 7\n'
     )
     two = SMALL.replace("epochs = 1", "epochs = 2")
     straight = train_run(_config(tmp_path / "a", extra, two), echo=lambda s: None)
@@ -350,4 +363,5 @@ def test_a_resumed_run_continues_the_history_exactly(tmp_path) -> None:
     b = json.loads((resumed.run_dir / "instruments.json").read_text())
     assert [s for s, _ in a["history"]["distance"]] == list(range(1, 25))
     assert [h["step"] for h in a["histograms"]["grad_hist"]] == [7, 14, 21]
+    assert [s for s, _ in a["history"]["alpha"]] == [7, 14, 21]
     assert a == b

@@ -3,8 +3,9 @@
 References: the global gradient norm against ``torch.nn.utils.clip_grad_norm_``; the
 sharpness eigenpair against the plain-autograd float64 Hessian-vector product of
 ``test_curvature.Reference`` (Rayleigh quotient and residual); the gradient tests against
-per-sample gradients from a plain loop of single-sample backward passes. Every probe must
-leave the model bit-for-bit as it was.
+per-sample gradients from a plain loop of single-sample backward passes, and alpha against
+Cockpit's fit on the same loop's per-sample slopes. Every probe must leave the model
+bit-for-bit as it was.
 """
 
 from __future__ import annotations
@@ -18,16 +19,9 @@ import torch
 from optiscope.batch_loss import as_batch_loss
 from optiscope.instruments import QUANTITIES, Instruments
 from tests.curvature._reference import assert_same_state, state_of
+from tests.instruments._helpers import one_sample, plain_alpha
 from tests.zoo._registry import ZooMember
 from tests.zoo.test_curvature import Reference
-
-
-def _sample(batch, i):
-    if isinstance(batch, torch.Tensor):
-        return batch[i : i + 1]
-    if isinstance(batch, dict):
-        return {k: _sample(v, i) for k, v in batch.items()}
-    return type(batch)(_sample(v, i) for v in batch)
 
 
 def _plain_norm_test(model, bl, batch):
@@ -35,7 +29,7 @@ def _plain_norm_test(model, bl, batch):
     params = [p for p in ref.parameters() if p.requires_grad]
     rows = []
     for i in range(bl.size(batch)):
-        g = torch.autograd.grad(bl(ref, _sample(batch, i)), params, allow_unused=True)
+        g = torch.autograd.grad(bl(ref, one_sample(batch, i)), params, allow_unused=True)
         rows.append(
             torch.cat(
                 [
@@ -91,6 +85,10 @@ def test_every_quantity_on_every_member(member: ZooMember):
     assert (vec @ hv).item() == pytest.approx(lam, rel=2e-3)
     assert (hv - lam * vec).norm().item() <= 0.1 * abs(lam) + 1e-6
     assert v["grad_tests/norm_test"] == pytest.approx(_plain_norm_test(model, bl, batch), rel=1e-3)
+    before_step = inst._alpha.of(2)
+    alpha = plain_alpha(model, bl, batch, before_step)
+    # Adam's small steps land near -1: compare the distance from it.
+    assert v["alpha"] + 1 == pytest.approx(alpha + 1, rel=1e-3, abs=1e-6)
     assert v["preconditioned_sharpness"] > 0 and v["noise_scale/trace"] > 0
     # The trace's exact low-rank part: tr(Q^T H Q) of the sharpness basis, by the
     # independent float64 products.

@@ -1,6 +1,6 @@
 """Training-dynamics instruments: sharpness against 2/lr, gradient noise scale and critical
 batch size, per-layer update ratios, distance from init, Cockpit's gradient tests and
-its per-sample gradient histograms.
+its per-sample gradient histograms and effective step size alpha.
 
 :class:`Instruments` works in any hand-written loop (call it after backward and after the
 optimizer step); :class:`InstrumentsCallback` runs it inside ``AdvancedTrainer``. Every
@@ -8,6 +8,7 @@ per-step value stays on the device until a log point; :mod:`optiscope.instrument
 draws the history.
 """
 
+from optiscope.instruments._alpha import step_alpha
 from optiscope.instruments._callback import InstrumentsCallback
 from optiscope.instruments._grad_tests import gradient_tests
 from optiscope.instruments._hist import Histogram
@@ -27,4 +28,5 @@ __all__ = [
     "noise_estimates",
     "preconditioned_threshold",
     "sharpness_threshold",
+    "step_alpha",
 ]

@@ -10,6 +10,7 @@ from torch import nn
 
 from optiscope._internal.checks import check_choice, check_int, check_open_unit, check_positive
 from optiscope.batch_loss import BatchLoss, to_device
+from optiscope.instruments._alpha import PreStepWeights
 from optiscope.instruments._hist import HIST_KEYS, Histogram, HistSpec
 from optiscope.instruments._noise import NoiseEMA
 from optiscope.instruments._options import (
@@ -91,6 +92,12 @@ class Instruments:
       bins), and of (gradient element, its parameter's value) pairs (``hist_bins_2d``),
       in :attr:`histograms`. Costs the per-sample gradients plus about 2 ns per element
       (``B x`` the number of parameters) on one CPU thread.
+    - ``"alpha"`` (every ``grad_tests_every`` steps): Cockpit's effective relative step
+      size: where the step landed on a quadratic fitted (noise-aware) to the probe batch's
+      loss and slope at both ends of it: -1 no progress, 0 the minimum along the step, 1
+      the other side at the same loss, above 1 overshooting. For any optimizer (Cockpit's
+      cheap path is plain SGD's); costs a copy of the weights before the step and two
+      forward-mode passes of the probe batch.
 
     Probe evaluations (sharpness, grad tests, split noise) run at the weights after the
     step, in eval mode (dropout off, BatchNorm on its running statistics, so the result
@@ -231,32 +238,43 @@ class Instruments:
             self._ema, self.sharpness_iters, self.sharpness_tol, self.trace_samples, seed,
             self.hist,
         )  # fmt: skip
+        self._alpha = PreStepWeights(params) if "alpha" in wants else None
         self._rec = Recorder()
         self.step = 0
         self._used_before_step = False
-        if self._measure.want_layers and self._due(1):
-            self._measure.layers.snapshot()
-            self._measure.snapshot_for = 1
+        self._snapshot(1)
 
     # ------------------------------------------------------------------ set-up
     def set_probe_batch(self, batch: Any) -> None:
         """Fix the batch that probes evaluate (a detached copy on the model's device).
 
         Raises:
-            ValueError: Split noise needs at least ``split`` samples; grad tests two.
+            ValueError: Split noise needs at least ``split`` samples; grad tests and alpha
+                two.
         """
         size = self.batch_loss.size(batch)
         if self.noise_source == "split" and size < self.split:
             raise ValueError(
                 f"probe_batch has {size} samples, fewer than split={self.split} pieces"
             )
-        if "grad_tests" in self.quantities and size < 2:
-            raise ValueError(f"grad_tests need a probe_batch of >= 2 samples, got {size}")
+        for q in ("grad_tests", "alpha"):  # sample variances
+            if q in self.quantities and size < 2:
+                raise ValueError(f"{q} needs a probe_batch of >= 2 samples, got {size}")
         self.probe_batch = _detached(to_device(batch, self.device))
 
     # ------------------------------------------------------------------ the hooks
     def _due(self, step: int) -> bool:
         return step % self.every == 0
+
+    def _snapshot(self, step: int) -> None:
+        """The weights now are ``step``'s pre-step weights: copy them where ``step``
+        measures an update (per-layer update norms, alpha)."""
+        m = self._measure
+        if m.want_layers and self._due(step):
+            m.layers.snapshot()
+            m.snapshot_for = step
+        if self._alpha is not None and step % self.grad_tests_every == 0:
+            self._alpha.take(step)
 
     def after_backward(
         self,
@@ -287,8 +305,8 @@ class Instruments:
         ``zero_grad``, and the snapshot for update norms is taken after the previous step)."""
         self._used_before_step = True
         if self._due(self.step + 1):
-            self._measure.before(snapshot=True)
-            self._measure.snapshot_for = self.step + 1
+            self._measure.before()
+        self._snapshot(self.step + 1)
 
     def after_step(self) -> None:
         """Call after ``optimizer.step()``; no host sync (probe measurements at their own
@@ -297,16 +315,15 @@ class Instruments:
         step = self.step + 1
         due = self._due(step)
         if due:
-            m.before(snapshot=False)
+            m.before()
         self.step = step
         if due:
             m.record(step, self.optimizer.param_groups[0]["lr"], self._rec)
         self._run_probes(step)
         m.reset()
-        if not self._used_before_step and m.want_layers and self._due(step + 1):
+        if not self._used_before_step:
             # No before_step() in this loop: the weights now are the next step's pre-step ones.
-            m.layers.snapshot()
-            m.snapshot_for = step + 1
+            self._snapshot(step + 1)
 
     def skip_step(self) -> None:
         """Forget the step in progress (the optimizer skipped it, e.g. a non-finite loss)."""
@@ -317,13 +334,17 @@ class Instruments:
         jobs = []
         if step % self.sharpness_every == 0:
             jobs += [q for q in _HESSIAN if q in wants]
+        before = None
         if step % self.grad_tests_every == 0:
             jobs += [q for q in ("grad_tests", *HIST_KEYS) if q in wants]
+            before = self._alpha.of(step) if self._alpha is not None else None
+            if before is not None:
+                jobs.append("alpha")
         split_noise = self.noise_source == "split" and self._due(step)
         if not (jobs or split_noise) or self.rank != 0 or self.probe_batch is None:
             return
         used = float(self._measure.sizes * self.world_size)
-        self._probe.measure(step, self.probe_batch, jobs, split_noise, used, self._rec)
+        self._probe.measure(step, self.probe_batch, jobs, split_noise, used, self._rec, before)
 
     # ------------------------------------------------------------------ results
     @property
@@ -404,9 +425,7 @@ class Instruments:
         if state["probe_batch"] is not None:
             self.probe_batch = to_device(state["probe_batch"], self.device)
         m.reset()
-        if m.want_layers and self._due(self.step + 1):
-            m.layers.snapshot()
-            m.snapshot_for = self.step + 1
+        self._snapshot(self.step + 1)
 
 
 def _hist_spec(bins: Any, bins_2d: Any, grad_range: Any) -> HistSpec:

@@ -39,12 +39,13 @@ QUANTITIES = (
     "grad_tests",
     "grad_hist",
     "grad_hist_2d",
+    "alpha",
 )
 DEFAULT_QUANTITIES = ("loss", "grad_norm", "layers", "distance")
 NOISE_SOURCES = ("auto", "micro_batches", "ddp", "split")
 PROBED = (
     "sharpness", "preconditioned_sharpness", "hessian_trace", "grad_tests", "grad_hist",
-    "grad_hist_2d",
+    "grad_hist_2d", "alpha",
 )  # fmt: skip
 
 

@@ -1,15 +1,15 @@
 """The probe quantities: sharpness, preconditioned sharpness, the Hessian trace, gradient
-tests and histograms, split noise.
+tests and histograms, alpha, split noise.
 
 Each runs on the fixed probe batch at the weights after the step, in eval mode (dropout
 off, BatchNorm on its running statistics: deterministic, and per-sample gradients stay
 independent), inside :func:`~optiscope._internal.restore.preserved` with the RNG states,
 so parameters, gradients, buffers, train/eval modes and RNG come back bit-for-bit. The
-Hessian probes alone (sharpness, preconditioned sharpness, trace) never write parameters
-or gradients, so at their steps only modes, buffers and RNG states are saved and put
-back. They share one gradient graph of the probe batch per step (one forward and
-backward), and the trace takes the sharpness run's Lanczos basis as its sketch; the
-gradient tests and histograms share one set of per-sample gradients.
+Hessian probes (sharpness, preconditioned sharpness, trace) and alpha never write
+parameters or gradients, so at steps with only those, modes, buffers and RNG states
+alone are saved and put back. They share one gradient graph of the probe batch per
+step (one forward and backward), and the trace takes the sharpness run's Lanczos basis
+as its sketch; the gradient tests and histograms share one set of per-sample gradients.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from torch import nn
 
 from optiscope._internal.restore import RNGState, preserved
 from optiscope.batch_loss import BatchLoss
+from optiscope.instruments._alpha import step_alpha
 from optiscope.instruments._eigen import ProbeHessian
 from optiscope.instruments._grad_tests import (
     GRAD_TESTS,
@@ -45,6 +46,7 @@ from optiscope.instruments._trace import TraceTracker
 __all__ = ["Probes"]
 
 _HESSIAN_ONLY = ("sharpness", "preconditioned_sharpness", "hessian_trace")
+_FUNCTIONAL = (*_HESSIAN_ONLY, "alpha")  # never write parameters or gradients
 TIC_EPS = 1e-7  # Cockpit's TIC default
 
 
@@ -52,8 +54,9 @@ TIC_EPS = 1e-7  # Cockpit's TIC default
 def _modes_rng_buffers(model: nn.Module) -> Iterator[None]:
     """Put back train/eval modes, RNG states and buffers (bit-for-bit, also on error).
 
-    Enough for the Hessian probes: they differentiate fresh detached leaves with
-    ``torch.autograd.grad``, so parameters and ``.grad`` are never written, and a full
+    Enough for the Hessian probes and alpha: they differentiate fresh detached leaves
+    (``torch.autograd.grad``, ``torch.func.jvp``), so parameters and ``.grad`` are never
+    written, and a full
     :func:`~optiscope._internal.restore.preserved` (a copy of every weight and gradient
     per measurement) would only add cost. Buffers are still kept, for modules that
     write them even in eval mode.
@@ -116,14 +119,20 @@ class Probes:
         split_noise: bool,
         batch_size: float,
         recorder: Recorder,
+        before: list[torch.Tensor] | None = None,
     ) -> None:
-        """Run ``jobs`` (and the split noise scale) and queue the results for ``step``."""
+        """Run ``jobs`` (and the split noise scale) and queue the results for ``step``;
+        ``"alpha"`` needs ``before``, the weights before the step."""
         host: dict[str, float] = {}
         tensors: list[torch.Tensor] = []
         tic = False
-        light = not split_noise and all(j in _HESSIAN_ONLY for j in jobs)
+        light = not split_noise and all(j in _FUNCTIONAL for j in jobs)
+        alpha = "alpha" in jobs
         with _modes_rng_buffers(self.model) if light else preserved(self.model, rng=True):
             self.model.eval()
+            if alpha:
+                assert before is not None
+                tensors.append(step_alpha(self.model, self.batch_loss, probe, self.names, before))
             if any(j in _HESSIAN_ONLY for j in jobs):
                 self.hessian.build(probe)
                 try:
@@ -146,7 +155,8 @@ class Probes:
         # Histogram counts pass 2^24 (float32's last exact integer): float64 when present.
         dtype = torch.float64 if layout else torch.float32
         flat = torch.cat([t.reshape(-1).to(dtype) for t in tensors]) if tensors else None
-        recorder.add(step, flat, self.finish, (host, tests, tic, layout, n, batch_size or n))
+        meta = (host, alpha, tests, tic, layout, n, batch_size or n)
+        recorder.add(step, flat, self.finish, meta)
 
     def _per_sample_jobs(
         self,
@@ -195,8 +205,10 @@ class Probes:
         return out
 
     def finish(self, vals: list[float], meta: Any) -> dict[str, Any]:
-        host, tests, tic, layout, n, used = meta
+        host, alpha, tests, tic, layout, n, used = meta
         out: dict[str, Any] = dict(host)
+        if alpha:
+            out["alpha"], vals = vals[0], vals[1:]
         if tests:
             n_tests = len(GRAD_TESTS) + 1
             out.update({f"grad_tests/{k}": v for k, v in zip((*GRAD_TESTS, "cabs"), vals)})

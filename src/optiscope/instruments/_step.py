@@ -112,16 +112,14 @@ class StepMeasure:
             with torch.no_grad():
                 self.big = list(torch._foreach_norm([p.grad for p in self.layers.params]))
 
-    def before(self, snapshot: bool) -> None:
-        """Read the gradients the optimizer will use; snapshot the pre-step weights."""
+    def before(self) -> None:
+        """Read the gradients the optimizer will use (once per step)."""
         if self.measured_before:
             return
         self.measured_before = True
-        with torch.no_grad():  # one grad-mode switch for the hook's foreach kernels
-            if self.want_grads:
+        if self.want_grads:
+            with torch.no_grad():
                 self.grads = self.layers.grad_norms()
-            if snapshot and self.want_layers:
-                torch._foreach_copy_(self.layers.buffers, self.layers.params)
         if self.micro is not None and self.micro.count >= 2:
             self.big = self.micro.big_norms()
 

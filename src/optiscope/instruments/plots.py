@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from optiscope._internal.figures import finish_figure
+from optiscope.instruments._alpha_plots import alpha_figure
 from optiscope.instruments._hist_plots import (
     Histograms,
     grad_hist_figure,
@@ -21,6 +22,7 @@ from optiscope.instruments._hist_plots import (
 )
 
 __all__ = [
+    "alpha_figure",
     "dashboard",
     "distance_figure",
     "figures",
@@ -344,7 +346,7 @@ def dashboard(
 
     One panel each, for what the history holds: loss and gradient norm, sharpness
     against its threshold, the Hessian trace, the noise scale, the distance from init,
-    the per-layer update ratios, the gradient tests and the GSNR, and the gradient
+    alpha, the per-layer update ratios, the gradient tests and the GSNR, and the gradient
     histograms when given (the figures of this module, drawn into a grid).
 
     Raises:
@@ -363,6 +365,7 @@ def dashboard(
         ("hessian_trace", hessian_trace_figure),
         ("noise_scale", noise_scale_figure),
         ("distance", distance_figure),
+        ("alpha", alpha_figure),
     ):
         if history.get(key) or (key == "sharpness" and history.get("preconditioned_sharpness")):
             panels.append(lambda ax, draw=draw: draw(history, ax=ax))
@@ -393,7 +396,7 @@ def dashboard(
 
 
 def figures(history: History, histograms: Histograms | None = None) -> dict[str, Any]:
-    """``{"sharpness", "hessian_trace", "noise_scale", "update_ratios", "distance",
+    """``{"sharpness", "hessian_trace", "noise_scale", "update_ratios", "distance", "alpha",
     "grad_tests", "grad_hist"}`` for what was measured.
 
     Example:
@@ -411,6 +414,8 @@ def figures(history: History, histograms: Histograms | None = None) -> dict[str,
         out["update_ratios"] = update_ratio_heatmap(history)
     if history.get("distance"):
         out["distance"] = distance_figure(history)
+    if history.get("alpha"):
+        out["alpha"] = alpha_figure(history)
     if any(history.get(k) for k, _ in GRAD_TEST_LINES) or history.get("grad_tests/gsnr"):
         out["grad_tests"] = grad_tests_figure(history)
     if histograms and any(histograms.values()):

@@ -72,7 +72,7 @@ trace_samples = 30
 enabled = true
 quantities = ["loss", "grad_norm", "layers", "distance", "noise_scale", "sharpness",
               "preconditioned_sharpness", "hessian_trace", "grad_tests", "grad_hist",
-              "grad_hist_2d"]
+              "grad_hist_2d", "alpha"]
 every = 1
 sharpness_every = 16
 probe_batch_size = 128

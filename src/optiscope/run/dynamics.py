@@ -139,8 +139,8 @@ def instruments_callback(cfg: Config, comps: Components, world: int | None = Non
         p.requires_grad for p in comps.model.parameters()
     ):
         raise ConfigError(
-            "[instruments] quantities: sharpness, the Hessian trace, gradient tests and "
-            "histograms need trainable parameters, and the model has none"
+            "[instruments] quantities: sharpness, the Hessian trace, gradient tests, "
+            "histograms and alpha need trainable parameters, and the model has none"
         )
     if "preconditioned_sharpness" in quantities and cfg.optimizer.name not in ("adam", "adamw"):
         raise ConfigError(
@@ -244,6 +244,7 @@ def dynamics_numbers(history: History, hvp_counts: list[int]) -> dict[str, Any]:
         ("final early-stopping criterion", "grad_tests/early_stopping"),
         ("final CABS batch size", "grad_tests/cabs"),
         ("final TIC", "tic"),
+        ("final alpha", "alpha"),
     ):
         value = _last(history, key)
         if value is not None:
@@ -301,6 +302,7 @@ _FIGURES = {
     "distance": ("Distance from the initial weights", "instruments_distance.png"),
     "grad_tests": ("Gradient tests and signal-to-noise ratio", "instruments_grad_tests.png"),
     "grad_hist": ("Per-sample gradient histograms", "instruments_grad_hist.png"),
+    "alpha": ("Effective step size alpha", "instruments_alpha.png"),
 }
 
 
@@ -340,6 +342,13 @@ def _captions(cfg: Config, history: History) -> dict[str, str]:
         "narrows while the tails stay wide means a few samples or weights carry large "
         "gradients; gradients that spread with the parameter value point at large weights "
         "driving the loss.",
+        "alpha": "Where each step landed on the probe batch's loss along it, every "
+        f"{inst.grad_tests_every} optimizer steps (Cockpit's alpha, Schneider et al. 2021): "
+        "a quadratic fitted to the loss and slope at both ends of the step, each weighted by "
+        "its spread over the samples. -1 is no progress, 0 the minimum along the step, 1 the "
+        "other side at the same loss. Steps that keep landing below 0 stop short (a larger "
+        "learning rate would help); steps far above 1 overshoot, as at the edge of "
+        "stability; Cockpit finds well-tuned SGD slightly above 0.",
     }
 
 
