@@ -250,8 +250,9 @@ class Snapshot(pl.Callback):
 def test_analysis_writes_the_report_and_restores_the_module(tmp_path):
     snap = Snapshot()
     cb = OptiscopeCallback(clipper="autoclip", analysis=QUICK_ANALYSIS, run_dir=tmp_path / "run",
-                           instruments={"quantities": ["loss", "distance", "sharpness"],
-                                        "sharpness_every": 2, "sharpness_iters": 5})  # fmt: skip
+                           instruments={"quantities": ["loss", "distance", "sharpness", "alpha"],
+                                        "sharpness_every": 2, "sharpness_iters": 5,
+                                        "grad_tests_every": 2})  # fmt: skip
     module = TinyLM()
     trainer = _trainer(tmp_path, [snap, cb], max_steps=4)
     trainer.fit(module, _loader())
@@ -265,6 +266,8 @@ def test_analysis_writes_the_report_and_restores_the_module(tmp_path):
     assert "Distance from the initial weights" in page and "final sharpness" in page
     saved = json.loads((tmp_path / "run" / "instruments.json").read_text())["history"]
     assert saved["sharpness"] == [list(p) for p in cb.instruments.history["sharpness"]]
+    assert [s for s, _ in saved["alpha"]] == [2, 4] and "Effective step size alpha" in page
+    assert all(np.isfinite(v) and v >= -1 for _, v in saved["alpha"])
     after = module.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in snap.state.items())
     assert module.training == snap.training and torch.equal(torch.get_rng_state(), snap.rng)

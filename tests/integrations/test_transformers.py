@@ -198,8 +198,9 @@ def test_analysis_writes_the_report_and_restores_the_model(tmp_path):
     snap = Snapshot()
     trainer.add_callback(snap)
     cb = OptiscopeCallback(clipper="autoclip", analysis=QUICK_ANALYSIS, run_dir=tmp_path / "run",
-                           instruments={"quantities": ["loss", "sharpness"],
-                                        "sharpness_every": 3, "sharpness_iters": 5},
+                           instruments={"quantities": ["loss", "sharpness", "alpha"],
+                                        "sharpness_every": 3, "sharpness_iters": 5,
+                                        "grad_tests_every": 3},
                            ).attach(trainer)  # fmt: skip
     trainer.train()
     assert cb.report_path is not None and cb.report_path.is_file()
@@ -208,6 +209,10 @@ def test_analysis_writes_the_report_and_restores_the_model(tmp_path):
     # Sharpness measured through SDPA attention too.
     assert "Sharpness against the stability threshold" in page
     assert (tmp_path / "run" / "instruments.json").is_file()
+    # Alpha through SDPA attention as well (forward mode, on the math backend).
+    alpha = json.loads((tmp_path / "run" / "instruments.json").read_text())["history"]["alpha"]
+    assert [s for s, _ in alpha] == [3] and np.isfinite(alpha[0][1]) and alpha[0][1] >= -1
+    assert "Effective step size alpha" in page
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     # Curvature through the default (SDPA) attention, no attn_implementation="eager".
     assert trainer.model.config._attn_implementation == "sdpa"
