@@ -91,6 +91,10 @@ def test_the_table_is_off_by_default_and_reads_every_key() -> None:
         ("trace_samples = 1", "[instruments] trace_samples: must be an int >= 2, got 1"),
         ("probe_batch_size = -1", "[instruments] probe_batch_size: must be an int >= 0"),
         ("hist_bins = 0", "[instruments] hist_bins: must be an int >= 1 (bins of grad_hist)"),
+        ("hist_bins_2d = [40]", "[instruments] hist_bins_2d: must be two ints >= 1"),
+        ("hist_bins_2d = [40, 0]", "[instruments] hist_bins_2d: must be two ints >= 1"),
+        ("hist_bins_2d = [40, 2.5]", "[instruments] hist_bins_2d: must be two ints >= 1"),
+        ('hist_bins_2d = ["a", 3]', "[instruments] hist_bins_2d: must be two ints >= 1"),
         ("hist_range = -0.5", "[instruments] hist_range: must be a number >= 0"),
         ('hist_range = "auto"', "[instruments] hist_range: must be a number >= 0"),
         ('noise_source = "rank"', "[instruments] noise_source: must be one of auto, "
@@ -192,7 +196,7 @@ def measured(tmp_path_factory):
         '[instruments]\nenabled = true\nquantities = ["loss", "grad_norm", "layers", '
         '"distance", "noise_scale", "sharpness", "hessian_trace", "grad_tests", "grad_hist", '
         '"grad_hist_2d", "alpha"]\nsharpness_every = 4\n'
-        "grad_tests_every = 6\nprobe_batch_size = 200\nhist_bins = 24\n"
+        "grad_tests_every = 6\nprobe_batch_size = 200\nhist_bins = 24\nhist_bins_2d = [12, 30]\n"
     )
     text = SMALL.replace("[train]\nepochs = 1", "[train]\nepochs = 1\ngrad_accum_steps = 2")
     text = text.replace("batch_size = 120", "batch_size = 60")
@@ -301,7 +305,7 @@ def test_the_gradient_histograms_in_the_json_and_the_report(measured) -> None:
         assert len(h["counts"]) == 24 and len(h["edges"][0]) == 25
         assert sum(h["counts"]) == 200 * numel
     last = hists["grad_hist_2d"][-1]
-    assert [len(row) for row in last["counts"]] == [50] * 40
+    assert [len(row) for row in last["counts"]] == [30] * 12  # hist_bins_2d
     assert sum(map(sum, last["counts"])) == 200 * numel
     # The parameter axis spans +-max |w| of the final weights.
     final = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]

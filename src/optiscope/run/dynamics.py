@@ -155,6 +155,7 @@ def instruments_callback(cfg: Config, comps: Components, world: int | None = Non
         "grad_tests_every": inst.grad_tests_every,
         "trace_samples": inst.trace_samples,
         "hist_bins": inst.hist_bins,
+        "hist_bins_2d": tuple(int(b) for b in inst.hist_bins_2d),
         "hist_range": inst.hist_range or None,
         "seed": cfg.run.seed,
     }

@@ -89,6 +89,10 @@ def _range(v: list) -> bool:
     return len(v) == 2 and v[0] < v[1]
 
 
+def _bins_pair(v: list) -> bool:
+    return len(v) == 2 and all(x >= 1 and x == int(x) for x in v)
+
+
 def _betas(v: list) -> bool:
     return len(v) == 2 and all(0.0 <= b < 1.0 for b in v)
 
@@ -253,6 +257,9 @@ class InstrumentsSection:
     grad_tests_every: int = _opt(16, "an int >= 1", _ge(1))
     trace_samples: int = _opt(8, "an int >= 2", _ge(2))
     hist_bins: int = _opt(100, "an int >= 1 (bins of grad_hist)", _ge(1))
+    hist_bins_2d: list = _opt(
+        [40, 50], "two ints >= 1 [gradient bins, parameter bins] (of grad_hist_2d)", _bins_pair
+    )
     hist_range: float = _opt(
         0.0, "a number >= 0 (the gradient histograms' range +-r; 0: max |g| each time)", _ge(0)
     )
