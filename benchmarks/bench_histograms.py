@@ -8,7 +8,7 @@ measurement is the time per step over the plain loop's (optiscope: per-sample gr
 of the probe batch by ``torch.func`` plus the binning; Cockpit: BackPACK's per-sample
 gradients inside the training backward plus its binning), each at its defaults
 (optiscope: range ``max |g|``; Cockpit: fixed ranges). A second row times the binning
-alone on the same per-sample gradients: optiscope's ``gradient_histograms`` against
+alone on the same per-sample gradients: optiscope's ``bin_gradients`` against
 Cockpit's per-parameter transforms (clamp + ``torch.histc``; clamp + its
 ``histogram2d``). Medians over ``--repeats`` (5) rounds, loops interleaved; one thread.
 
@@ -36,7 +36,7 @@ from optiscope.batch_loss import as_batch_loss  # noqa: E402
 from optiscope.data import digits_tensors  # noqa: E402
 from optiscope.instruments import Instruments  # noqa: E402
 from optiscope.instruments._grad_tests import per_sample_gradients  # noqa: E402
-from optiscope.instruments._hist import HistSpec, gradient_histograms  # noqa: E402
+from optiscope.instruments._hist import HistSpec, bin_gradients  # noqa: E402
 from optiscope.models import digits_mlp  # noqa: E402
 
 STEPS = 4  # steps per timed window
@@ -120,7 +120,7 @@ def _binning(build: Callable[[], nn.Module], batch) -> tuple[Callable, Callable 
     spec = HistSpec()
 
     def ours() -> None:
-        gradient_histograms(grads, weights, ("grad_hist", "grad_hist_2d"), spec)
+        bin_gradients(grads, weights, ("grad_hist", "grad_hist_2d"), spec)
 
     try:
         from cockpit.quantities.utils_hists import histogram2d

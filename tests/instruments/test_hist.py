@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from matplotlib.figure import Figure
 
 from optiscope.batch_loss import as_batch_loss
-from optiscope.instruments import Histogram, Instruments, plots
+from optiscope.instruments import Histogram, Instruments, gradient_histograms, plots
 from optiscope.instruments._grad_tests import per_sample_gradients
-from optiscope.instruments._hist import HistSpec, gradient_histograms
+from optiscope.instruments._hist import HistSpec, bin_gradients
 from tests.instruments._helpers import data, mlp, run_loop
 
 matplotlib.use("Agg")
@@ -78,6 +78,36 @@ def test_histograms_against_numpy_on_a_plain_loop():
         assert _mismatch(h2.counts, ref2) <= 2
 
 
+def test_the_one_shot_function_against_numpy_and_the_instruments():
+    """gradient_histograms(model, ...) at the weights the instruments measured at step 2: the
+    same counts and edges, and numpy's on a plain per-sample loop within edge rounding."""
+    X, y = data(20)
+    model = mlp(dims=(5, 16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.3)
+    kw = dict(hist_bins=25, hist_bins_2d=(6, 9))
+    inst = Instruments(model, opt, BOTH, grad_tests_every=2, probe_batch=(X, y),
+                       loss_fn=F.cross_entropy, **kw)  # fmt: skip
+    run_loop(model, opt, [(X, y)] * 2, inst)
+    model.eval()
+    once = gradient_histograms(model, as_batch_loss(F.cross_entropy), (X, y), chunk_size=7, **kw)
+    inst.flush()
+    for key in BOTH:
+        measured = inst.histograms[key][-1][1]
+        assert np.array_equal(once[key].counts, measured.counts), key
+        for a, b in zip(once[key].edges, measured.edges):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+    g, _ = (t.double().numpy() for t in _plain_gradients(model, X, y))
+    ref, _ = np.histogram(g.ravel(), bins=once["grad_hist"].edges[0].astype(np.float64))
+    assert once["grad_hist"].counts.shape == (25,) and _mismatch(once["grad_hist"].counts, ref) <= 2
+    assert once["grad_hist_2d"].counts.shape == (6, 9) and once["grad_hist_2d"].total == g.size
+    with pytest.raises(ValueError, match="hist_bins"):
+        gradient_histograms(model, as_batch_loss(F.cross_entropy), (X, y), hist_bins=0)
+    with pytest.raises(TypeError, match="hist_bins_2d"):
+        gradient_histograms(model, as_batch_loss(F.cross_entropy), (X, y), hist_bins_2d=5)
+    with pytest.raises(ValueError, match="hist_range"):
+        gradient_histograms(model, as_batch_loss(F.cross_entropy), (X, y), hist_range=-1.0)
+
+
 def test_the_same_counts_as_cockpit():
     """One step of Cockpit's GradHist1d and GradHist2d (BackPACK's BatchGrad) at the same
     weights, with a gradient range that clips (the edge bins take what lies beyond)."""
@@ -94,7 +124,7 @@ def test_the_same_counts_as_cockpit():
     weights = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     r = 0.5 * torch.cat(grads).abs().max().item()
     wr = weights.abs().max().item()
-    ours = gradient_histograms(grads, weights, BOTH, HistSpec(20, (8, 10), r))
+    ours = bin_gradients(grads, weights, BOTH, HistSpec(20, (8, 10), r))
 
     theirs_model = backpack.extend(copy.deepcopy(model))
     loss_fn = backpack.extend(torch.nn.CrossEntropyLoss())
@@ -126,7 +156,7 @@ def test_non_finite_values_and_the_range():
     nan, inf = float("nan"), float("inf")
     g = torch.tensor([[0.05, -0.4, nan, 1.0], [inf, -inf, 0.25, -1.0]])
     w = torch.tensor([0.5, -2.0, 1.0, nan])
-    out = gradient_histograms([g], w, BOTH, HistSpec(4, (2, 2)))
+    out = bin_gradients([g], w, BOTH, HistSpec(4, (2, 2)))
     counts, edges = (t.numpy() for t in (out["grad_hist"][0], out["grad_hist"][1][0]))
     # Range: the largest finite |g| (1.0); NaN dropped, +-inf in the edge bins.
     np.testing.assert_allclose(edges, [-1.0, -0.5, 0.0, 0.5, 1.0])
@@ -135,10 +165,10 @@ def test_non_finite_values_and_the_range():
     # Rows: g < 0, g >= 0; columns: w < 0 (-2.0), w >= 0 (0.5, 1.0). NaN g or w: dropped.
     assert grid.tolist() == [[2, 0], [0, 3]]  # (-0.4, -2), (-inf, -2); (0.05, .5), (inf, .5), ...
     # A fixed range counts what lies beyond it in the edge bins.
-    fixed = gradient_histograms([g], w, ("grad_hist",), HistSpec(4, grad_range=0.2))
+    fixed = bin_gradients([g], w, ("grad_hist",), HistSpec(4, grad_range=0.2))
     assert fixed["grad_hist"][0].tolist() == [3, 0, 1, 3]
     np.testing.assert_allclose(fixed["grad_hist"][1][0].numpy(), [-0.2, -0.1, 0, 0.1, 0.2])
-    zeros = gradient_histograms([torch.zeros(3, 2)], torch.zeros(2), BOTH, HistSpec(3, (3, 1)))
+    zeros = bin_gradients([torch.zeros(3, 2)], torch.zeros(2), BOTH, HistSpec(3, (3, 1)))
     assert zeros["grad_hist"][0].tolist() == [0, 6, 0]  # all zero: no 0/0 range, no NaN
     assert zeros["grad_hist_2d"][0].tolist() == [0, 6, 0]
 
@@ -154,7 +184,7 @@ def test_non_finite_values_and_the_range():
 def test_every_finite_value_is_counted_once_in_its_bin(rows, cols, bins, seed, scale):
     g = torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed)) * scale
     w = torch.linspace(-1, 1, cols)
-    out = gradient_histograms(list(g.split(3)), w, BOTH, HistSpec(bins, (bins, 2)))
+    out = bin_gradients(list(g.split(3)), w, BOTH, HistSpec(bins, (bins, 2)))
     counts, edges = out["grad_hist"][0].numpy(), out["grad_hist"][1][0].double().numpy()
     assert counts.sum() == rows * cols == out["grad_hist_2d"][0].sum().item()
     ref, _ = np.histogram(g.double().numpy().ravel(), bins=edges)
@@ -167,7 +197,7 @@ def test_several_slices_and_counts_past_float32_integers():
     n = (1 << 24) + 3
     g = torch.zeros(n, 1)
     w = torch.ones(1)
-    out = gradient_histograms([g[:5], g[5:]], w, ("grad_hist",), HistSpec(3))
+    out = bin_gradients([g[:5], g[5:]], w, ("grad_hist",), HistSpec(3))
     assert out["grad_hist"][0].tolist() == [0, n, 0]
     # Through the instruments (their one device-to-host copy): a 1-parameter model whose
     # per-sample gradients are all zero, on a probe batch of n samples.

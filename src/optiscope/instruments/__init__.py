@@ -11,7 +11,7 @@ draws the history.
 from optiscope.instruments._alpha import step_alpha
 from optiscope.instruments._callback import InstrumentsCallback
 from optiscope.instruments._grad_tests import gradient_tests
-from optiscope.instruments._hist import Histogram
+from optiscope.instruments._hist import Histogram, gradient_histograms
 from optiscope.instruments._instruments import Instruments
 from optiscope.instruments._noise import noise_estimates
 from optiscope.instruments._options import DEFAULT_QUANTITIES, NOISE_SOURCES, QUANTITIES
@@ -24,6 +24,7 @@ __all__ = [
     "Histogram",
     "Instruments",
     "InstrumentsCallback",
+    "gradient_histograms",
     "gradient_tests",
     "noise_estimates",
     "preconditioned_threshold",

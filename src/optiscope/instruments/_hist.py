@@ -24,11 +24,25 @@ parameters at batch 64: ~0.1 s) and about as much again for the 2-D one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-__all__ = ["HIST_KEYS", "SLICE", "HistSpec", "Histogram", "gradient_histograms"]
+from optiscope._internal.checks import check_int, check_positive
+from optiscope.batch_loss import BatchLoss
+from optiscope.instruments._grad_tests import per_sample_gradients
+
+__all__ = [
+    "HIST_KEYS",
+    "SLICE",
+    "HistSpec",
+    "Histogram",
+    "bin_gradients",
+    "gradient_histograms",
+    "hist_spec",
+]
 
 HIST_KEYS = ("grad_hist", "grad_hist_2d")
 SLICE = 1 << 20  # elements per slice of the per-sample gradients
@@ -42,6 +56,25 @@ class HistSpec:
     bins: int = 100
     bins_2d: tuple[int, int] = (40, 50)
     grad_range: float | None = None
+
+
+def hist_spec(bins: Any, bins_2d: Any, grad_range: Any) -> HistSpec:
+    """A checked :class:`HistSpec` (the errors name ``hist_bins``, ``hist_bins_2d`` and
+    ``hist_range``, as :class:`~optiscope.instruments.Instruments` calls them).
+
+    Raises:
+        TypeError: A count that is not an int, or ``bins_2d`` not a pair.
+        ValueError: A count below 1 or a range that is not a finite number > 0.
+    """
+    if not isinstance(bins_2d, (tuple, list)) or len(bins_2d) != 2:
+        raise TypeError(
+            f"hist_bins_2d must be a pair of ints (gradient, parameter), got {bins_2d!r}"
+        )
+    pair = (check_int("hist_bins_2d[0]", bins_2d[0], low=1),
+            check_int("hist_bins_2d[1]", bins_2d[1], low=1))  # fmt: skip
+    if grad_range is not None:
+        grad_range = check_positive("hist_range", grad_range, allow_inf=False)
+    return HistSpec(check_int("hist_bins", bins, low=1), pair, grad_range)
 
 
 @dataclass(frozen=True)
@@ -91,7 +124,7 @@ def _edges(r: torch.Tensor | float, bins: int, like: torch.Tensor) -> torch.Tens
     return unit * r
 
 
-def gradient_histograms(
+def bin_gradients(
     chunks: list[torch.Tensor],
     weights: torch.Tensor,
     want: tuple[str, ...],
@@ -142,4 +175,63 @@ def gradient_histograms(
     if "grad_hist_2d" in want:
         grid = counts["grad_hist_2d"][: nx * ny]
         out["grad_hist_2d"] = (grid, [_edges(r, nx, weights), _edges(w_r, ny, weights)])
+    return out
+
+
+def gradient_histograms(
+    model: nn.Module,
+    batch_loss: BatchLoss,
+    batch: Any,
+    *,
+    hist_bins: int = 100,
+    hist_bins_2d: tuple[int, int] = (40, 50),
+    hist_range: float | None = None,
+    names: list[str] | None = None,
+    chunk_size: int | None = None,
+) -> dict[str, Histogram]:
+    """Cockpit's gradient histograms of ``batch`` at the model's weights, once.
+
+    What :class:`~optiscope.instruments.Instruments` measures as ``"grad_hist"`` and
+    ``"grad_hist_2d"``, for a one-off look outside a training loop: per-sample gradients
+    by ``torch.func`` (in the model's current mode: pick eval mode so that the samples are
+    independent), binned on the device, then copied to the host (the one sync).
+
+    Args:
+        model: The network (its state is read, not written).
+        batch_loss: How a batch becomes a mean loss.
+        batch: The samples.
+        hist_bins: Bins of the 1-D histogram (>= 1).
+        hist_bins_2d: ``(gradient, parameter)`` bins of the 2-D one (each >= 1).
+        hist_range: The gradient range ``[-r, r]``, values beyond it counted in the edge
+            bins; None: ``max |g_ij|``, so nothing is clipped (> 0).
+        names: Trainable parameters to use; None for all with ``requires_grad``.
+        chunk_size: Samples per ``vmap`` chunk (None: the whole batch at once).
+
+    Returns:
+        ``{"grad_hist": Histogram, "grad_hist_2d": Histogram}``.
+
+    Raises:
+        TypeError, ValueError: A bin count or range out of its range (named).
+
+    Example:
+        >>> import torch
+        >>> from optiscope.batch_loss import as_batch_loss
+        >>> _ = torch.manual_seed(0); model = torch.nn.Linear(3, 2)
+        >>> X, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+        >>> h = gradient_histograms(model, as_batch_loss(torch.nn.CrossEntropyLoss()), (X, y),
+        ...                         hist_bins=10)
+        >>> h["grad_hist"].total, h["grad_hist_2d"].counts.shape  # 8 samples x 8 parameters
+        (64, (40, 50))
+    """
+    spec = hist_spec(hist_bins, hist_bins_2d, hist_range)
+    if names is None:
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = dict(model.named_parameters())
+    chunks = [g for g, _ in per_sample_gradients(model, batch_loss, batch, names, chunk_size)]
+    weights = torch.cat([params[n].detach().reshape(-1) for n in names])
+    out = {}
+    for key, (counts, edges) in bin_gradients(chunks, weights, HIST_KEYS, spec).items():
+        shape = spec.bins_2d if key == "grad_hist_2d" else (spec.bins,)
+        out[key] = Histogram(counts.view(shape).cpu().numpy(),
+                             tuple(e.double().cpu().numpy() for e in edges))  # fmt: skip
     return out

@@ -11,7 +11,7 @@ from torch import nn
 from optiscope._internal.checks import check_choice, check_int, check_open_unit, check_positive
 from optiscope.batch_loss import BatchLoss, to_device
 from optiscope.instruments._alpha import PreStepWeights
-from optiscope.instruments._hist import HIST_KEYS, Histogram, HistSpec
+from optiscope.instruments._hist import HIST_KEYS, Histogram, hist_spec
 from optiscope.instruments._noise import NoiseEMA
 from optiscope.instruments._options import (
     DEFAULT_QUANTITIES,
@@ -200,7 +200,7 @@ class Instruments:
         self.sharpness_iters = check_int("sharpness_iters", sharpness_iters, low=1)
         self.sharpness_tol = check_positive("sharpness_tol", sharpness_tol, allow_inf=False)
         self.trace_samples = check_int("trace_samples", trace_samples, low=2)
-        self.hist = _hist_spec(hist_bins, hist_bins_2d, hist_range)
+        self.hist = hist_spec(hist_bins, hist_bins_2d, hist_range)
         if accumulation_steps is not None:
             accumulation_steps = check_int("accumulation_steps", accumulation_steps, low=1)
         seed = check_int("seed", seed, low=0)
@@ -426,18 +426,6 @@ class Instruments:
             self.probe_batch = to_device(state["probe_batch"], self.device)
         m.reset()
         self._snapshot(self.step + 1)
-
-
-def _hist_spec(bins: Any, bins_2d: Any, grad_range: Any) -> HistSpec:
-    if not isinstance(bins_2d, (tuple, list)) or len(bins_2d) != 2:
-        raise TypeError(
-            f"hist_bins_2d must be a pair of ints (gradient, parameter), got {bins_2d!r}"
-        )
-    pair = (check_int("hist_bins_2d[0]", bins_2d[0], low=1),
-            check_int("hist_bins_2d[1]", bins_2d[1], low=1))  # fmt: skip
-    if grad_range is not None:
-        grad_range = check_positive("hist_range", grad_range, allow_inf=False)
-    return HistSpec(check_int("hist_bins", bins, low=1), pair, grad_range)
 
 
 def _detached(batch: Any) -> Any:
