@@ -15,21 +15,16 @@ Run: ``python benchmarks/bench_alpha.py`` (about two minutes).
 
 from __future__ import annotations
 
-import itertools
 import sys
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_histograms import STEPS, _batches, _row, _timed  # noqa: E402
+from _probe_loops import STEPS, batches_for, cockpit_loop, loop, row, timed  # noqa: E402
 from bench_instruments import BATCH, c3d  # noqa: E402
 
-from optiscope.instruments import Instruments  # noqa: E402
 from optiscope.models import digits_mlp  # noqa: E402
 
 OPTIMIZERS = {
@@ -38,63 +33,10 @@ OPTIMIZERS = {
 }
 
 
-def _ours(build: Callable[[], nn.Module], batches, opt_name: str, inst: bool):
-    torch.manual_seed(0)
-    model = build().eval()  # eval: dropout off, as the probe measures
-    opt = OPTIMIZERS[opt_name](model.parameters())
-    it = itertools.cycle(batches)
-    watch = None
-    if inst:
-        watch = Instruments(model, opt, ("alpha",), grad_tests_every=1, probe_batch=batches[0],
-                            loss_fn=F.cross_entropy)  # fmt: skip
+def _cockpit_alpha(schedule) -> list:
+    from cockpit.quantities import Alpha
 
-    def window() -> None:
-        for _ in range(STEPS):
-            x, y = next(it)
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            if watch is not None:
-                watch.after_backward(loss, batch_size=len(x))
-                watch.before_step()
-            opt.step()
-            if watch is not None:
-                watch.after_step()
-            opt.zero_grad(set_to_none=True)
-        if watch is not None:
-            watch.flush()
-
-    return window
-
-
-def _cockpit(build: Callable[[], nn.Module], batches, opt_name: str):
-    try:
-        from backpack import extend
-        from cockpit import Cockpit
-        from cockpit.quantities import Alpha
-        from cockpit.utils.schedules import linear
-    except ImportError:
-        return None
-    torch.manual_seed(0)
-    model = extend(build().eval())
-    opt = OPTIMIZERS[opt_name](model.parameters())
-    loss_fn = extend(nn.CrossEntropyLoss())
-    cp = Cockpit(model.parameters(), quantities=[Alpha(linear(1))])
-    it, step = itertools.cycle(batches), itertools.count()
-
-    def window() -> None:
-        for _ in range(STEPS):
-            x, y = next(it)
-            s = next(step)
-            out = model(x)
-            loss = loss_fn(out, y)
-            info = {"batch_size": len(x), "loss": loss, "optimizer": opt,
-                    "individual_losses": F.cross_entropy(out, y, reduction="none")}  # fmt: skip
-            with cp(s, info=info):
-                loss.backward(create_graph=cp.create_graph(s))
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-    return window
+    return [Alpha(schedule)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,14 +47,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"per alpha measurement (every step), batch {BATCH}, 1 thread; median of {repeats}")
     print(f"{'network':<11} {'what':<24} {'optiscope':>10} {'Cockpit':>10} {'ratio':>8}")
     for name, build in (("3C3D", c3d), ("digits MLP", digits_mlp)):
-        batches = _batches(name)
-        for opt_name in OPTIMIZERS:
-            t = _timed({"plain": _ours(build, batches, opt_name, False),
-                        "ours": _ours(build, batches, opt_name, True),
-                        "cockpit": _cockpit(build, batches, opt_name)}, repeats)  # fmt: skip
+        batches = batches_for(name)
+        for opt_name, make_opt in OPTIMIZERS.items():
+            t = timed({"plain": loop(build, batches, None, make_opt),
+                       "ours": loop(build, batches, ("alpha",), make_opt),
+                       "cockpit": cockpit_loop(build, batches, _cockpit_alpha, make_opt)},
+                      repeats)  # fmt: skip
             ours = (t["ours"] - t["plain"]) / STEPS * 1e3
             theirs = (t["cockpit"] - t["plain"]) / STEPS * 1e3 if "cockpit" in t else None
-            _row(name, f"{opt_name}: extra ms / step", ours, theirs)
+            row(name, f"{opt_name}: extra ms / step", ours, theirs)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,7 @@ Run: ``python benchmarks/bench_histograms.py`` (about two minutes).
 from __future__ import annotations
 
 import itertools
-import statistics
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -30,83 +28,21 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _probe_loops import STEPS, batches_for, cockpit_loop, loop, row, timed  # noqa: E402
 from bench_instruments import BATCH, c3d  # noqa: E402
 
 from optiscope.batch_loss import as_batch_loss  # noqa: E402
-from optiscope.data import digits_tensors  # noqa: E402
-from optiscope.instruments import Instruments  # noqa: E402
 from optiscope.instruments._grad_tests import per_sample_gradients  # noqa: E402
 from optiscope.instruments._hist import HistSpec, bin_gradients  # noqa: E402
 from optiscope.models import digits_mlp  # noqa: E402
 
-STEPS = 4  # steps per timed window
+BOTH = ("grad_hist", "grad_hist_2d")
 
 
-def _batches(name: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(0)
-    if name == "3C3D":
-        return [(torch.randn(BATCH, 3, 32, 32, generator=g),
-                 torch.randint(0, 10, (BATCH,), generator=g)) for _ in range(2)]  # fmt: skip
-    x, y = digits_tensors()
-    return [(x[i : i + BATCH], y[i : i + BATCH]) for i in (0, BATCH)]
+def _cockpit_hists(schedule) -> list:
+    from cockpit.quantities import GradHist1d, GradHist2d
 
-
-def _plain(build: Callable[[], nn.Module], batches, inst: bool) -> Callable[[], None]:
-    torch.manual_seed(0)
-    model = build().eval()  # eval: dropout off, as the probe measures
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    it = itertools.cycle(batches)
-    watch = None
-    if inst:
-        watch = Instruments(model, opt, ("grad_hist", "grad_hist_2d"), grad_tests_every=1,
-                            probe_batch=batches[0], loss_fn=F.cross_entropy)  # fmt: skip
-
-    def window() -> None:
-        for _ in range(STEPS):
-            x, y = next(it)
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            if watch is not None:
-                watch.after_backward(loss, batch_size=len(x))
-            opt.step()
-            if watch is not None:
-                watch.after_step()
-            opt.zero_grad(set_to_none=True)
-        if watch is not None:
-            watch.flush()
-
-    return window
-
-
-def _cockpit(build: Callable[[], nn.Module], batches) -> Callable[[], None] | None:
-    try:
-        from backpack import extend
-        from cockpit import Cockpit
-        from cockpit.quantities import GradHist1d, GradHist2d
-        from cockpit.utils.schedules import linear
-    except ImportError:
-        return None
-    torch.manual_seed(0)
-    model = extend(build().eval())
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    loss_fn = extend(nn.CrossEntropyLoss())
-    cp = Cockpit(model.parameters(), quantities=[GradHist1d(linear(1)), GradHist2d(linear(1))])
-    it, step = itertools.cycle(batches), itertools.count()
-
-    def window() -> None:
-        for _ in range(STEPS):
-            x, y = next(it)
-            s = next(step)
-            out = model(x)
-            loss = loss_fn(out, y)
-            info = {"batch_size": len(x), "loss": loss, "optimizer": opt,
-                    "individual_losses": F.cross_entropy(out, y, reduction="none")}  # fmt: skip
-            with cp(s, info=info):
-                loss.backward(create_graph=cp.create_graph(s))
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-    return window
+    return [GradHist1d(schedule), GradHist2d(schedule)]
 
 
 def _binning(build: Callable[[], nn.Module], batch) -> tuple[Callable, Callable | None]:
@@ -120,7 +56,7 @@ def _binning(build: Callable[[], nn.Module], batch) -> tuple[Callable, Callable 
     spec = HistSpec()
 
     def ours() -> None:
-        bin_gradients(grads, weights, ("grad_hist", "grad_hist_2d"), spec)
+        bin_gradients(grads, weights, BOTH, spec)
 
     try:
         from cockpit.quantities.utils_hists import histogram2d
@@ -144,20 +80,6 @@ def _binning(build: Callable[[], nn.Module], batch) -> tuple[Callable, Callable 
     return ours, theirs
 
 
-def _timed(fns: dict[str, Callable | None], repeats: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {k: [] for k, f in fns.items() if f is not None}
-    for f in fns.values():
-        if f is not None:
-            f()  # warm-up
-    order = list(times)
-    for r in range(repeats):
-        for k in order[r % len(order) :] + order[: r % len(order)]:
-            t0 = time.process_time()
-            fns[k]()
-            times[k].append(time.process_time() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     repeats = int(args[args.index("--repeats") + 1]) if "--repeats" in args else 5
@@ -166,21 +88,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"per measurement of both histograms, batch {BATCH}, 1 thread; median of {repeats}")
     print(f"{'network':<11} {'what':<24} {'optiscope':>10} {'Cockpit':>10} {'ratio':>8}")
     for name, build in (("3C3D", c3d), ("digits MLP", digits_mlp)):
-        batches = _batches(name)
-        t = _timed({"plain": _plain(build, batches, False), "ours": _plain(build, batches, True),
-                    "cockpit": _cockpit(build, batches)}, repeats)  # fmt: skip
+        batches = batches_for(name)
+        t = timed({"plain": loop(build, batches, None), "ours": loop(build, batches, BOTH),
+                   "cockpit": cockpit_loop(build, batches, _cockpit_hists)}, repeats)  # fmt: skip
         ours = (t["ours"] - t["plain"]) / STEPS * 1e3
         theirs = (t["cockpit"] - t["plain"]) / STEPS * 1e3 if "cockpit" in t else None
-        _row(name, "extra ms per step", ours, theirs)
+        row(name, "extra ms per step", ours, theirs)
         a, b = _binning(build, batches[0])
-        t = _timed({"ours": a, "theirs": b}, repeats)
-        _row(name, "binning alone (ms)", t["ours"] * 1e3, t.get("theirs", 0) * 1e3 or None)
-
-
-def _row(name: str, what: str, ours: float, theirs: float | None) -> None:
-    ratio = "n/a" if theirs is None else f"{theirs / ours:.1f}x"
-    cockpit = "n/a" if theirs is None else f"{theirs:.1f}"
-    print(f"{name:<11} {what:<24} {ours:>10.1f} {cockpit:>10} {ratio:>8}", flush=True)
+        t = timed({"ours": a, "theirs": b}, repeats)
+        row(name, "binning alone (ms)", t["ours"] * 1e3, t.get("theirs", 0) * 1e3 or None)
 
 
 if __name__ == "__main__":
