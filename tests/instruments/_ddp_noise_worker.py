@@ -75,14 +75,15 @@ def trainer_run(rank: int, out: str) -> None:
     from optiscope import AdvancedTrainer, InstrumentsCallback
 
     model, X, y = problem()
-    cb = InstrumentsCallback(quantities=["grad_norm", "noise_scale", "sharpness"],
-                             sharpness_every=2)  # fmt: skip
+    cb = InstrumentsCallback(quantities=["grad_norm", "noise_scale", "sharpness", "alpha"],
+                             sharpness_every=2, grad_tests_every=2)  # fmt: skip
     t = AdvancedTrainer(model, torch.optim.SGD(model.parameters(), lr=0.3),
                         torch.nn.CrossEntropyLoss(), verbose=False, progress_bar=False,
                         callbacks=[cb], log_interval=2)  # fmt: skip
     t.train(DataLoader(TensorDataset(X, y), batch_size=LOCAL), None, 1, max_grad_norm=None)
     record = {"source": cb.instruments.noise_source, "history": cb.history,
-              "trainer_grad_norms": list(t.grad_norms)}  # fmt: skip
+              "trainer_grad_norms": list(t.grad_norms),
+              "alpha_copy": cb.instruments._alpha is not None}  # fmt: skip
     json.dump(record, open(f"{out}.rank{rank}", "w"))
 
 

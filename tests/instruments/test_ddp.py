@@ -96,3 +96,6 @@ def test_callback_under_ddp_uses_the_comm_hook_and_probes_on_rank_0(outputs):
         assert r["history"]["batch_size"][0][1] == 16.0
     assert [s for s, _ in ranks[0]["history"]["sharpness"]] == [2, 4]
     assert "sharpness" not in ranks[1]["history"]  # probes run on rank 0 only
+    assert [s for s, _ in ranks[0]["history"]["alpha"]] == [2, 4]
+    assert "alpha" not in ranks[1]["history"]
+    assert [r["alpha_copy"] for r in ranks] == [True, False]  # the pre-step copy: rank 0 only

@@ -238,7 +238,8 @@ class Instruments:
             self._ema, self.sharpness_iters, self.sharpness_tol, self.trace_samples, seed,
             self.hist,
         )  # fmt: skip
-        self._alpha = PreStepWeights(params) if "alpha" in wants else None
+        # Probes run on rank 0 alone, so only rank 0 keeps the pre-step copy alpha needs.
+        self._alpha = PreStepWeights(params) if "alpha" in wants and self.rank == 0 else None
         self._rec = Recorder()
         self.step = 0
         self._used_before_step = False
