@@ -7,7 +7,10 @@ It rises while training (progressive sharpening) until it reaches the stability 
 2/lr of gradient descent on a quadratic, then hovers there while the loss keeps falling,
 non-monotonically. Here: 256 of scikit-learn's bundled digits (standardised pixels,
 one-hot targets), a 64-64-64-10 tanh MLP, ``optiscope.instruments.Instruments`` measuring
-the sharpness every few steps on the full batch (warm-started Lanczos).
+the sharpness every few steps on the full batch (warm-started Lanczos), and with it
+Cockpit's effective step size alpha: near -1 (tiny progress along the step) while the
+sharpness is far below 2/lr, near 1 (each step lands on the other side of the valley, at
+the same loss) once it hovers at 2/lr.
 
 Run: ``python examples/edge_of_stability.py --out runs/edge_of_stability.png`` (about ten
 seconds on one CPU core).
@@ -24,7 +27,7 @@ from torch import nn
 
 from optiscope.data import digits_tensors
 from optiscope.instruments import Instruments
-from optiscope.instruments.plots import sharpness_figure
+from optiscope.instruments.plots import alpha_figure, sharpness_figure
 
 LRS = (0.25, 0.4, 0.6)
 
@@ -54,17 +57,19 @@ def train_gd(
     lr: float, *, steps: int = 1000, every: int = 10, samples: int = 256, width: int = 64,
     seed: int = 0,
 ) -> dict[str, list[tuple[int, float]]]:  # fmt: skip
-    """Full-batch gradient descent at ``lr``; the instruments' history (loss, sharpness).
+    """Full-batch gradient descent at ``lr``; the instruments' history (loss, sharpness,
+    alpha).
 
-    ``sharpness`` is measured every ``every`` steps on the whole training set, with its
-    threshold ``sharpness_threshold`` (2/lr for plain SGD).
+    ``sharpness`` and ``alpha`` are measured every ``every`` steps on the whole training
+    set, the sharpness with its threshold ``sharpness_threshold`` (2/lr for plain SGD).
     """
     x, t = digits_regression(samples)
     model = tanh_mlp(width, seed)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     inst = Instruments(
-        model, opt, quantities=("loss", "sharpness"), sharpness_every=every,
-        probe_batch=(x, t), loss_fn=half_squared_error, sharpness_iters=30,
+        model, opt, quantities=("loss", "sharpness", "alpha"), sharpness_every=every,
+        grad_tests_every=every, probe_batch=(x, t), loss_fn=half_squared_error,
+        sharpness_iters=30,
     )  # fmt: skip
     for step in range(1, steps + 1):
         loss = half_squared_error(model(x), t)
@@ -80,18 +85,23 @@ def train_gd(
 
 
 def edge_figure(runs: dict[float, dict[str, list[tuple[int, float]]]]) -> object:
-    """Training loss of every run, then one sharpness panel per run (with 2/lr)."""
+    """Training loss of every run, then per run its sharpness (with 2/lr) above its alpha."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 1 + len(runs), figsize=(4.2 * (1 + len(runs)), 3.8))
+    n = 1 + len(runs)
+    fig, axes = plt.subplots(2, n, figsize=(4.2 * n, 7.2), squeeze=False)
     for lr, history in runs.items():
         steps, losses = zip(*history["loss"])
-        axes[0].plot(steps, losses, label=f"lr = {lr:g}")
-    axes[0].set(xlabel="step", ylabel="train loss", yscale="log", title="Full-batch GD")
-    axes[0].legend()
-    for ax, (lr, history) in zip(axes[1:], runs.items()):
-        sharpness_figure(history, ax=ax)
-        ax.set_title(f"lr = {lr:g}: sharpness vs 2/lr = {2 / lr:.3g}")
+        axes[0, 0].plot(steps, losses, label=f"lr = {lr:g}")
+    axes[0, 0].set(xlabel="step", ylabel="train loss", yscale="log", title="Full-batch GD")
+    axes[0, 0].legend()
+    axes[1, 0].axis("off")
+    for i, (lr, history) in enumerate(runs.items(), 1):
+        sharpness_figure(history, ax=axes[0, i])
+        axes[0, i].set_title(f"lr = {lr:g}: sharpness vs 2/lr = {2 / lr:.3g}")
+        if history.get("alpha"):
+            alpha_figure(history, ax=axes[1, i])
+            axes[1, i].set_title(f"lr = {lr:g}: alpha")
     fig.tight_layout()
     return fig
 
@@ -110,9 +120,11 @@ def main(
     for lr, history in runs.items():
         values = [v for _, v in history["sharpness"]]
         tail = values[-max(1, len(values) // 5) :]
+        alpha = sorted(v for _, v in history["alpha"][-len(tail) :])
         print(
             f"lr {lr:g}: sharpness {values[0]:.3g} at the start, {sum(tail) / len(tail):.3g} "
-            f"over the last fifth of training; 2/lr = {2 / lr:.3g}"
+            f"over the last fifth of training; 2/lr = {2 / lr:.3g}; median alpha there "
+            f"{alpha[len(alpha) // 2]:.3g}"
         )
     if out is not None:
         from optiscope.run.figures import save_figure

@@ -2,7 +2,8 @@
 
 Full-batch gradient descent on 128 digits with a tanh MLP: at each learning rate the
 sharpness starts well below 2/lr, rises to it (progressive sharpening) and then stays
-within 20% of it (the edge of stability), above it only transiently.
+within 20% of it (the edge of stability), above it only transiently; alpha starts near -1
+(small steps on a flat valley) and ends near 1 (each step crosses to the other side).
 """
 
 from __future__ import annotations
@@ -49,6 +50,18 @@ def test_sharpness_rises_to_two_over_lr_and_hovers_there(runs, lr: float) -> Non
     # Above 1.2 x 2/lr only transiently: a few measurements of the catapult after arrival.
     over = [v for v in values[first:] if v > 1.2 * threshold]
     assert len(over) <= 0.2 * len(values[first:]), values
+
+
+@pytest.mark.parametrize("lr", [0.4, 0.6])
+def test_alpha_goes_from_short_steps_to_the_other_side(runs, lr: float) -> None:
+    histories, _ = runs
+    alpha = [v for _, v in histories[lr]["alpha"]]
+    assert [s for s, _ in histories[lr]["alpha"]] == list(range(10, 301, 10))
+    tail = sorted(alpha[-len(alpha) // 5 :])
+    # At the edge of stability the step lands across the valley: alpha hovers at 1.
+    assert 0.7 <= tail[len(tail) // 2] <= 1.3, alpha
+    if lr == 0.4:  # it reaches 2/lr late: before that, small steps well short of the minimum
+        assert alpha[0] < -0.5, alpha
 
 
 def test_the_loss_falls_and_the_figure_is_written(runs) -> None:
