@@ -375,8 +375,7 @@ def test_a_second_fit_with_the_same_instruments_is_refused(tmp_path):
     cb = OptiscopeCallback(instruments=["loss"])
     _trainer(tmp_path, [cb], max_steps=1, logger=False).fit(Linear(), DataLoader(_regression()))
     with pytest.raises(ValueError, match="new OptiscopeCallback"):
-        _trainer(tmp_path, [cb], max_steps=1, logger=False).fit(Linear(),
-                                                                DataLoader(_regression()))
+        _trainer(tmp_path, [cb], max_steps=1, logger=False).fit(Linear(), DataLoader(_regression()))
 
 
 def test_instruments_are_copied_at_log_points_and_logged_at_their_steps(tmp_path, monkeypatch):

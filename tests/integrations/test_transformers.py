@@ -167,8 +167,11 @@ def test_instruments_equal_a_hand_written_loop(runs):
         # loop averages two micro-batch means: equal up to rounding.
         np.testing.assert_allclose([v for _, v in got[key]], [v for _, v in want[key]],
                                    rtol=1e-4, atol=1e-6, err_msg=key)  # fmt: skip
-    logged = {h["step"]: h["optiscope/instruments/noise_scale"]
-              for h in trainer.state.log_history if "optiscope/instruments/noise_scale" in h}
+    logged = {
+        h["step"]: h["optiscope/instruments/noise_scale"]
+        for h in trainer.state.log_history
+        if "optiscope/instruments/noise_scale" in h
+    }
     assert logged == pytest.approx(dict(got["noise_scale"]))
 
 
