@@ -1,4 +1,5 @@
-"""Shared test set-up: headless plotting, few threads, and a host-sync counter."""
+"""Shared test set-up: headless plotting, few threads, reproducible hypothesis examples and
+a host-sync counter."""
 
 from __future__ import annotations
 
@@ -13,10 +14,18 @@ from collections.abc import Iterator  # noqa: E402
 import matplotlib  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 matplotlib.use("Agg")
 # Two workers on two cores: one intra-op thread each keeps them from fighting.
 torch.set_num_threads(1)
+
+# Hypothesis draws the same examples on every run (derived from each test's name), so a
+# CI run of a given commit passes or fails the same way every time. Set
+# HYPOTHESIS_PROFILE=explore to draw new examples (and keep a database of failures).
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("explore")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)

@@ -51,7 +51,7 @@ def test_exact_on_least_squares(lr, kind):
                        loss_fn=F.mse_loss)  # fmt: skip
     A = torch.cat([X, torch.ones(len(X), 1)], 1).double()
     H = 2 * A.T @ A / len(X)  # the Hessian of the mean squared error in (weight, bias)
-    expected = []
+    expected, conds = [], []
     for _ in range(4):
 
         def flat():
@@ -68,10 +68,15 @@ def test_exact_on_least_squares(lr, kind):
         opt.zero_grad()
         d = flat() - w0
         expected.append((-(d @ H @ d) / (g @ d) - 1).item())
+        conds.append((g.norm() * d.norm() / (g @ d).abs()).item())
     inst.flush()
     got = [v for _, v in inst.history["alpha"]]
     assert [s for s, _ in inst.history["alpha"]] == [1, 2, 3, 4]
-    assert np.allclose(np.array(got) + 1, np.array(expected) + 1, rtol=1e-4, atol=1e-6)
+    # alpha + 1 divides by the slope g.d: float32 slopes carry an error of about 1e-7 of
+    # |g||d|, so the relative error grows with |g||d| / |g.d| (1 for plain SGD; momentum
+    # can turn a step almost orthogonal to the gradient).
+    for a, e, cond in zip(got, expected, conds):
+        assert a + 1 == pytest.approx(e + 1, rel=1e-4 * cond, abs=1e-6), (a, e, cond)
 
 
 def test_gradient_descent_reads_the_edge_of_stability():

@@ -197,3 +197,54 @@ def test_training_is_bit_identical_with_every_quantity_on():
     assert norms_a == norms_b
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.equal(p, q)
+
+
+def _tensorboard_scalars(directory):
+    """Every ``instruments/...`` scalar in the event files under ``directory``, read back by
+    TensorBoard's own reader: tag -> [(step, value), ...] in file order."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = {}
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(path), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            if tag.startswith("instruments/"):
+                out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return out
+
+
+def test_instruments_reach_the_trainers_tensorboard_once_each_also_on_resume(tmp_path):
+    pytest.importorskip("tensorboard")
+    kwargs = dict(quantities=["loss", "layers", "sharpness", "alpha"], sharpness_every=2,
+                  grad_tests_every=3, sharpness_iters=5)  # fmt: skip
+    model, X, y = _problem(dropout=0.0)
+    loader = DataLoader(TensorDataset(X, y), batch_size=16)  # 6 steps per epoch
+    run = tmp_path / "run"
+    first = InstrumentsCallback(**kwargs)
+    t = _trainer(model, [first], log_interval=4, run_dir=run, tensorboard=True)
+    t.train(loader, None, 1, checkpoint_dir=tmp_path / "ckpt")
+    model2, _, _ = _problem(seed=7, dropout=0.0)
+    second = InstrumentsCallback(**kwargs)
+    t2 = _trainer(model2, [second], log_interval=4, run_dir=run, tensorboard=True)
+    t2.train(loader, None, 2, checkpoint_dir=tmp_path / "ckpt", resume=True)
+    logged = _tensorboard_scalars(run / "tensorboard")
+    history = second.history
+    assert [s for s, _ in history["alpha"]] == [3, 6, 9, 12]
+    for key in ("loss", "sharpness", "alpha", "update_ratio", "layers/0.weight/update_ratio"):
+        got = logged[f"instruments/{key}"]
+        # Every measurement once, at its own step, across both runs' event files.
+        assert [s for s, _ in got] == [s for s, _ in history[key]], key
+        assert [v for _, v in got] == pytest.approx([v for _, v in history[key]], rel=1e-6), key
+
+
+def test_no_tensorboard_no_history_reads_at_log_points(tmp_path):
+    """Without a TensorBoard writer the callback only flushes at log points: the host side
+    of the history (its arithmetic) waits until the history is read."""
+    model, X, y = _problem(dropout=0.0)
+    cb = InstrumentsCallback(quantities=["loss", "grad_norm"])
+    t = _trainer(model, [cb], log_interval=2, tensorboard=False)
+    t.train(DataLoader(TensorDataset(X, y), batch_size=16), None, 1)
+    assert not t.logs_scalars and cb._logged == {}
+    assert len(cb.instruments._rec.copied) == 6  # flushed, not yet turned into the history
+    assert len(cb.history["loss"]) == 6

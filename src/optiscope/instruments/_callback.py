@@ -44,8 +44,11 @@ class InstrumentsCallback:
     the first training batch as the probe (captured as the trainer evaluates it).
     Micro-batch losses and sizes come from the trainer's records, the GradScaler scale
     from its scaler; a step the trainer skips (non-finite) is forgotten. ``on_log``
-    flushes (one host copy per log point). ``state_dict`` closes a step in progress
-    first, so a checkpoint written mid-step resumes to the same history bits.
+    flushes (one host copy per log point) and, when the trainer writes TensorBoard,
+    adds the values recorded since the last log point as ``instruments/<key>`` scalars
+    at the steps they were measured at (histograms stay in :attr:`histograms`).
+    ``state_dict`` closes a step in progress first, so a checkpoint written mid-step
+    resumes to the same history bits.
 
     Attributes:
         instruments: The :class:`Instruments` (None before training starts).
@@ -76,6 +79,7 @@ class InstrumentsCallback:
         self._pending_state: dict[str, Any] | None = None
         self._trainer: Any = None
         self._open_step: int | None = None
+        self._logged: dict[str, int] = {}  # history entries already sent to TensorBoard
         _check_early(kwargs)
 
     # ------------------------------------------------------------ hooks
@@ -94,6 +98,8 @@ class InstrumentsCallback:
         if self._pending_state is not None:
             inst.load_state_dict(self._pending_state)
             self._pending_state = None
+        # What a resumed history already holds was logged by the run that recorded it.
+        self._logged = {k: len(v) for k, v in inst.history.items()} if trainer.logs_scalars else {}
         needs_probe = set(inst.quantities) & set(PROBED) or inst.noise_source == "split"
         if needs_probe and inst.probe_batch is None:
             self._install_capture(trainer)
@@ -140,10 +146,23 @@ class InstrumentsCallback:
     def on_log(self, trainer: Any) -> None:
         if self.instruments is not None:
             self.instruments.flush()
+            self._log_new(trainer)
 
     def on_train_end(self, trainer: Any) -> None:
         if self.instruments is not None:
             self.instruments.flush()
+            self._log_new(trainer)
+
+    def _log_new(self, trainer: Any) -> None:
+        """The values flushed since the last call, to the trainer's TensorBoard (if any)."""
+        if self.instruments is None or not trainer.logs_scalars:
+            return
+        items = []
+        for key, series in self.instruments.history.items():
+            done = self._logged.get(key, 0)
+            items += [(f"instruments/{key}", value, step) for step, value in series[done:]]
+            self._logged[key] = len(series)
+        trainer.log_scalars(items)
 
     # ------------------------------------------------------------ results
     @property

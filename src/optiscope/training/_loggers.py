@@ -182,6 +182,11 @@ class TensorBoardWriter:
         if epoch_end:  # step scalars reach the file in the background, or at close at latest
             self._writer.flush()
 
+    def scalars(self, items: list[tuple[str, float, int]]) -> None:
+        """Extra ``(tag, value, step)`` scalars (a callback's, e.g. the instruments')."""
+        for tag, value, step in items:
+            self._writer.add_scalar(tag, value, step)
+
     def close(self) -> None:
         self._writer.close()
 
@@ -237,6 +242,18 @@ class RunLog:
                 f"Epoch {last.epoch} step {last.step + 1} "
                 f"Loss: {last.loss:.6f} LR: {last.lr:.6f} Grad norm: {last.grad_norm:.4f}"
             )
+
+    @property
+    def takes_scalars(self) -> bool:
+        """Whether :meth:`scalars` writes anywhere (TensorBoard, on the main rank)."""
+        return any(hasattr(w, "scalars") for w in self.writers)
+
+    def scalars(self, items: list[tuple[str, float, int]]) -> None:
+        """Write callbacks' ``(tag, value, step)`` scalars to the writers that take them
+        (TensorBoard; ``metrics.csv``/``.jsonl`` keep the trainer's own columns)."""
+        for w in self.writers:
+            if hasattr(w, "scalars"):
+                w.scalars(items)
 
     def epoch(self, row: dict[str, Any]) -> None:
         """Write an epoch row and print the guide's summary."""

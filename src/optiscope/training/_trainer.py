@@ -594,6 +594,19 @@ class AdvancedTrainer:
             self._apply_pending_states()
         return state["config"]
 
+    # ------------------------------------------------------------ callbacks' scalars
+    @property
+    def logs_scalars(self) -> bool:
+        """Whether :meth:`log_scalars` writes anywhere: a run is open with TensorBoard on
+        (and this is the main rank). Callbacks check it before preparing scalars."""
+        return self._run is not None and self._run.log.takes_scalars
+
+    def log_scalars(self, items: Iterable[tuple[str, float, int]]) -> None:
+        """Write ``(tag, value, step)`` scalars to the run's TensorBoard, next to the
+        trainer's own; does nothing without one. For callbacks, at ``on_log``."""
+        if self._run is not None and self._run.log.takes_scalars:
+            self._run.log.scalars(list(items))
+
     # ------------------------------------------------------------ conveniences
     def plot_training_curves(
         self, path: str | os.PathLike | None = None, *, show: bool = False
