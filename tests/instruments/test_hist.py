@@ -108,6 +108,43 @@ def test_the_one_shot_function_against_numpy_and_the_instruments():
         gradient_histograms(model, as_batch_loss(F.cross_entropy), (X, y), hist_range=-1.0)
 
 
+def test_per_tensor_histograms_against_numpy_and_their_sum():
+    """hist_per_layer: each tensor's 1-D counts against numpy on that tensor's columns of
+    a plain per-sample loop, on the shared bins; the tensors' counts add up to the total,
+    for both kinds, also with a clipping range."""
+    X, y = data(16)
+    model = mlp(dims=(5, 16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.3)
+    inst = Instruments(model, opt, BOTH, grad_tests_every=1, probe_batch=(X, y),
+                       loss_fn=F.cross_entropy, hist_bins=15, hist_bins_2d=(6, 5),
+                       hist_per_layer=True)  # fmt: skip
+    run_loop(model, opt, [(X, y)], inst)
+    inst.flush()
+    hists = {k: v[-1][1] for k, v in inst.histograms.items()}
+    names = [n for n, _ in model.named_parameters()]
+    assert sorted(hists) == sorted([*BOTH, *(f"{k}/{n}" for k in BOTH for n in names)])
+    g, _ = (t.double().numpy() for t in _plain_gradients(model, X, y))
+    start = 0
+    for name, p in model.named_parameters():
+        cols = g[:, start : start + p.numel()]
+        start += p.numel()
+        h = hists[f"grad_hist/{name}"]
+        np.testing.assert_array_equal(h.edges[0], hists["grad_hist"].edges[0])
+        ref, _ = np.histogram(cols.ravel(), bins=h.edges[0].astype(np.float64))
+        assert h.total == cols.size and _mismatch(h.counts, ref) <= 2, name
+        assert hists[f"grad_hist_2d/{name}"].counts.shape == (6, 5)
+    for kind in BOTH:
+        total = sum(hists[f"{kind}/{n}"].counts for n in names)
+        assert np.array_equal(total, hists[kind].counts), kind
+    # A fixed range that clips: the tensors still add up to the total.
+    w = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    grads = torch.from_numpy(g).float()
+    sizes = [p.numel() for p in model.parameters()]
+    out = bin_gradients([grads[:7], grads[7:]], w, BOTH, HistSpec(9, (4, 3), 0.01), sizes)
+    for kind in BOTH:
+        assert torch.equal(out[f"{kind}/layers"][0].sum(0), out[kind][0]), kind
+
+
 def test_the_same_counts_as_cockpit():
     """One step of Cockpit's GradHist1d and GradHist2d (BackPACK's BatchGrad) at the same
     weights, with a gradient range that clips (the edge bins take what lies beyond)."""
@@ -124,12 +161,14 @@ def test_the_same_counts_as_cockpit():
     weights = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     r = 0.5 * torch.cat(grads).abs().max().item()
     wr = weights.abs().max().item()
-    ours = bin_gradients(grads, weights, BOTH, HistSpec(20, (8, 10), r))
+    sizes = [p.numel() for p in model.parameters()]
+    ours = bin_gradients(grads, weights, BOTH, HistSpec(20, (8, 10), r), sizes)
 
     theirs_model = backpack.extend(copy.deepcopy(model))
     loss_fn = backpack.extend(torch.nn.CrossEntropyLoss())
     quantities = [GradHist1d(linear(1), bins=20, range=(-r, r)),
-                  GradHist2d(linear(1), bins=(8, 10), range=((-r, r), (-wr, wr)))]  # fmt: skip
+                  GradHist2d(linear(1), bins=(8, 10), range=((-r, r), (-wr, wr)),
+                             keep_individual=True)]  # fmt: skip
     cp = cockpit.Cockpit(theirs_model.parameters(), quantities=quantities)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -148,6 +187,13 @@ def test_the_same_counts_as_cockpit():
     counts, edges = ours["grad_hist_2d"]
     grid = np.asarray(theirs["GradHist2d"]["hist"])
     assert np.array_equal(counts.view(8, 10).numpy(), grid) and grid.sum() == 32 * weights.numel()
+    # Each parameter tensor apart (Cockpit's keep_individual): the same counts, tensor by tensor.
+    layers, _ = ours["grad_hist_2d/layers"]
+    assert theirs["GradHist2d"]["param_groups"] == len(sizes) == layers.shape[0]
+    for i, block in enumerate(layers):
+        mine = block.view(8, 10).numpy()
+        assert np.array_equal(mine, np.asarray(theirs["GradHist2d"][f"param_{i}"]["hist"])), i
+        assert mine.sum() == 32 * sizes[i]
     for e, t in zip(edges, theirs["GradHist2d"]["edges"]):
         np.testing.assert_allclose(e.numpy(), np.asarray(t), atol=1e-7)
 
@@ -255,6 +301,8 @@ def test_histograms_survive_a_checkpoint_loaded_with_weights_only():
         ({"hist_range": float("inf")}, ValueError, "hist_range"),
         ({"hist_range": "wide"}, TypeError, "hist_range"),
         ({"quantities": ["grad_hist"]}, ValueError, "probe_batch"),
+        ({"hist_per_layer": "yes"}, TypeError, "hist_per_layer"),
+        ({"hist_per_layer": 1}, TypeError, "hist_per_layer"),
     ],
 )
 def test_bad_arguments_name_the_parameter(kw, error, match):
@@ -291,6 +339,35 @@ def test_the_figure_draws_every_measurement_and_the_last_2d_one():
         plots.grad_hist_figure({})
     only_1d = {"grad_hist": hists["grad_hist"]}
     assert len(plots.grad_hist_figure(only_1d).axes) >= 1
+
+
+def test_the_per_tensor_figure_draws_each_tensors_last_histogram():
+    X, y = data(12)
+    model = mlp(dims=(5, 16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.3)
+    inst = Instruments(model, opt, BOTH, grad_tests_every=1, probe_batch=(X, y),
+                       loss_fn=F.cross_entropy, hist_bins=12, hist_per_layer=True)  # fmt: skip
+    run_loop(model, opt, [(X, y)] * 2, inst)
+    inst.flush()
+    figs = inst.figures()
+    names = [n for n, _ in model.named_parameters()]
+    fig = figs["grad_hist_layers"]
+    assert [ax.get_title() for ax in fig.axes] == names  # 4 tensors: one row of 4 panels
+    assert "step 2" in fig.get_suptitle()
+    for ax, name in zip(fig.axes, names):
+        h = inst.histograms[f"grad_hist/{name}"][-1][1]
+        density, edges, _ = ax.patches[0].get_data()
+        assert float(np.nansum(density * np.diff(edges))) == pytest.approx(1.0)
+        assert np.array_equal(edges, h.edges[0])
+    # Only the 2-D kind per tensor: its grids instead.
+    only_2d = {k: v for k, v in inst.histograms.items() if k.startswith("grad_hist_2d/")}
+    fig2 = plots.grad_hist_layers_figure(only_2d)
+    assert [ax.collections[0].get_array().sum() for ax in fig2.axes[: len(names)]] == [
+        only_2d[f"grad_hist_2d/{n}"][-1][1].total for n in names
+    ]
+    with pytest.raises(ValueError, match="hist_per_layer"):
+        plots.grad_hist_layers_figure({"grad_hist": inst.histograms["grad_hist"]})
+    assert "grad_hist_layers" not in plots.figures({}, {"grad_hist": inst.histograms["grad_hist"]})
 
 
 def test_a_histogram_is_a_plain_record():

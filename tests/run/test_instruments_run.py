@@ -7,6 +7,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -197,6 +198,7 @@ def measured(tmp_path_factory):
         '"distance", "noise_scale", "sharpness", "hessian_trace", "grad_tests", "grad_hist", '
         '"grad_hist_2d", "alpha"]\nsharpness_every = 4\n'
         "grad_tests_every = 6\nprobe_batch_size = 200\nhist_bins = 24\nhist_bins_2d = [12, 30]\n"
+        "hist_per_layer = true\n"
     )
     text = SMALL.replace("[train]\nepochs = 1", "[train]\nepochs = 1\ngrad_accum_steps = 2")
     text = text.replace("batch_size = 120", "batch_size = 60")
@@ -297,10 +299,18 @@ def test_gradient_tests_run_at_their_own_interval(measured) -> None:
 def test_the_gradient_histograms_in_the_json_and_the_report(measured) -> None:
     cfg, result, saved = measured
     hists = saved["histograms"]
-    assert sorted(hists) == ["grad_hist", "grad_hist_2d"]
+    model = build_components(cfg).model
+    names = [n for n, _ in model.named_parameters()]
+    per_tensor = [f"{k}/{n}" for k in ("grad_hist", "grad_hist_2d") for n in names]
+    assert sorted(hists) == sorted(["grad_hist", "grad_hist_2d", *per_tensor])
     assert [h["step"] for h in hists["grad_hist"]] == [6, 12]  # at grad_tests_every
+    # hist_per_layer: each tensor's counts on the shared bins, adding up to the total.
+    for kind in ("grad_hist", "grad_hist_2d"):
+        for i in range(2):
+            parts = [np.asarray(hists[f"{kind}/{n}"][i]["counts"]) for n in names]
+            assert np.array_equal(sum(parts), np.asarray(hists[kind][i]["counts"])), kind
     # The digits MLP 64-8-10 has 610 parameters; the probe batch is 200 samples.
-    numel = sum(p.numel() for p in build_components(cfg).model.parameters())
+    numel = sum(p.numel() for p in model.parameters())
     for h in hists["grad_hist"]:
         assert len(h["counts"]) == 24 and len(h["edges"][0]) == 25
         assert sum(h["counts"]) == 200 * numel
@@ -317,6 +327,8 @@ def test_the_gradient_histograms_in_the_json_and_the_report(measured) -> None:
     assert "every 6 optimizer steps" in fig["caption"]
     assert (result.run_dir / "figures" / "instruments_grad_hist.png").read_bytes()[:4] == b"\x89PNG"
     assert "Per-sample gradient histograms" in (result.run_dir / "report.html").read_text()
+    fig = by_file["instruments_grad_hist_layers.png"]
+    assert fig["title"] == "Per-sample gradient histograms of each parameter tensor"
 
 
 def test_alpha_in_the_json_the_summary_and_the_report(measured) -> None:

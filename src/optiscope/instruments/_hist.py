@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from optiscope._internal.checks import check_int, check_positive
+from optiscope._internal.checks import check_bool, check_int, check_positive
 from optiscope.batch_loss import BatchLoss
 from optiscope.instruments._grad_tests import per_sample_gradients
 
@@ -42,6 +42,7 @@ __all__ = [
     "bin_gradients",
     "gradient_histograms",
     "hist_spec",
+    "histogram_tensors",
 ]
 
 HIST_KEYS = ("grad_hist", "grad_hist_2d")
@@ -50,20 +51,24 @@ SLICE = 1 << 20  # elements per slice of the per-sample gradients
 
 @dataclass(frozen=True)
 class HistSpec:
-    """The bins of the histograms: ``bins`` (1-D), ``bins_2d`` (gradient, parameter), and
-    ``grad_range`` (``r`` of the gradient axis; None for ``max |g_ij|``)."""
+    """The bins of the histograms: ``bins`` (1-D), ``bins_2d`` (gradient, parameter),
+    ``grad_range`` (``r`` of the gradient axis; None for ``max |g_ij|``), and whether each
+    parameter tensor is also counted apart (``per_layer``, on the same bins)."""
 
     bins: int = 100
     bins_2d: tuple[int, int] = (40, 50)
     grad_range: float | None = None
+    per_layer: bool = False
 
 
-def hist_spec(bins: Any, bins_2d: Any, grad_range: Any) -> HistSpec:
-    """A checked :class:`HistSpec` (the errors name ``hist_bins``, ``hist_bins_2d`` and
-    ``hist_range``, as :class:`~optiscope.instruments.Instruments` calls them).
+def hist_spec(bins: Any, bins_2d: Any, grad_range: Any, per_layer: Any = False) -> HistSpec:
+    """A checked :class:`HistSpec` (the errors name ``hist_bins``, ``hist_bins_2d``,
+    ``hist_range`` and ``hist_per_layer``, as :class:`~optiscope.instruments.Instruments`
+    calls them).
 
     Raises:
-        TypeError: A count that is not an int, or ``bins_2d`` not a pair.
+        TypeError: A count that is not an int, ``bins_2d`` not a pair, or ``per_layer``
+            not a bool.
         ValueError: A count below 1 or a range that is not a finite number > 0.
     """
     if not isinstance(bins_2d, (tuple, list)) or len(bins_2d) != 2:
@@ -74,7 +79,8 @@ def hist_spec(bins: Any, bins_2d: Any, grad_range: Any) -> HistSpec:
             check_int("hist_bins_2d[1]", bins_2d[1], low=1))  # fmt: skip
     if grad_range is not None:
         grad_range = check_positive("hist_range", grad_range, allow_inf=False)
-    return HistSpec(check_int("hist_bins", bins, low=1), pair, grad_range)
+    per_layer = check_bool("hist_per_layer", per_layer)
+    return HistSpec(check_int("hist_bins", bins, low=1), pair, grad_range, per_layer)
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,7 @@ def bin_gradients(
     weights: torch.Tensor,
     want: tuple[str, ...],
     spec: HistSpec,
+    layer_sizes: list[int] | None = None,
 ) -> dict[str, tuple[torch.Tensor, list[torch.Tensor]]]:
     """The requested histograms of per-sample gradient elements, on the device.
 
@@ -137,9 +144,14 @@ def bin_gradients(
         weights: The flat ``(numel,)`` parameter values, in the same order.
         want: Keys from :data:`HIST_KEYS`.
         spec: The bins.
+        layer_sizes: The number of elements of each parameter tensor, in flat order, to
+            count each tensor's elements apart too (Cockpit's ``keep_individual``), on the
+            same bins; None for the totals alone.
 
     Returns:
-        Key -> ``(int64 counts, [edges per axis])``, all device tensors (no host sync).
+        Key -> ``(int64 counts, [edges per axis])``, all device tensors (no host sync); with
+        ``layer_sizes`` also ``key + "/layers"`` -> ``((L, *counts.shape) counts, edges)``,
+        whose sum over the first axis is the total.
     """
     bins, (nx, ny), grad_range = spec.bins, spec.bins_2d, spec.grad_range
     device, numel = weights.device, weights.numel()
@@ -151,8 +163,17 @@ def bin_gradients(
     parts = [part for chunk in chunks for part in chunk.split(rows)]
     r = _finite_abs_max(parts, buf) if grad_range is None else float(grad_range)
     sizes = {"grad_hist": bins, "grad_hist_2d": nx * ny}
-    # int64 counts (float32 would stop counting at 2^24 per bin); the last bin is dropped.
-    counts = {k: torch.zeros(sizes[k] + 1, dtype=torch.int64, device=device) for k in want}
+    # Each tensor has its own block of size + 1 slots, the last its overflow (dropped):
+    # one index_add_ counts every tensor apart, and the totals are the blocks' sum.
+    n_layers = 1 if layer_sizes is None else len(layer_sizes)
+    layer = None
+    if layer_sizes is not None:
+        ids = torch.arange(n_layers, dtype=torch.int32, device=device)
+        layer = ids.repeat_interleave(torch.tensor(layer_sizes, device=device))
+    offsets = {k: None if layer is None else layer * (sizes[k] + 1) for k in want}
+    counts = {
+        k: torch.zeros(n_layers * (sizes[k] + 1), dtype=torch.int64, device=device) for k in want
+    }
     if "grad_hist_2d" in want:
         w_r = _finite_abs_max([weights], torch.empty_like(weights))
         column = torch.empty(numel, dtype=torch.int32, device=device)
@@ -162,19 +183,25 @@ def bin_gradients(
     for part in parts:
         n = part.shape[0]
         idx, flat = index[:n], index[:n].view(-1)
-        if "grad_hist" in want:
-            _bin_index(part, r, bins, buf[:n], idx)
-            counts["grad_hist"].index_add_(0, flat, one.expand(flat.numel()))
-        if "grad_hist_2d" in want:
-            _bin_index(part, r, nx, buf[:n], idx)
-            idx.mul_(ny).add_(column).clamp_max_(nx * ny)  # NaN gradients land past the grid
-            counts["grad_hist_2d"].index_add_(0, flat, one.expand(flat.numel()))
+        for key in want:
+            if key == "grad_hist":
+                _bin_index(part, r, bins, buf[:n], idx)
+            else:
+                _bin_index(part, r, nx, buf[:n], idx)
+                idx.mul_(ny).add_(column).clamp_max_(nx * ny)  # NaN gradients: past the grid
+            if offsets[key] is not None:
+                idx.add_(offsets[key])
+            counts[key].index_add_(0, flat, one.expand(flat.numel()))
     out: dict[str, tuple[torch.Tensor, list[torch.Tensor]]] = {}
-    if "grad_hist" in want:
-        out["grad_hist"] = (counts["grad_hist"][:bins], [_edges(r, bins, weights)])
-    if "grad_hist_2d" in want:
-        grid = counts["grad_hist_2d"][: nx * ny]
-        out["grad_hist_2d"] = (grid, [_edges(r, nx, weights), _edges(w_r, ny, weights)])
+    for key in want:
+        blocks = counts[key].view(n_layers, sizes[key] + 1)[:, : sizes[key]]
+        if key == "grad_hist":
+            edges = [_edges(r, bins, weights)]
+        else:
+            edges = [_edges(r, nx, weights), _edges(w_r, ny, weights)]
+        out[key] = (blocks.sum(0) if layer is not None else blocks[0], edges)
+        if layer is not None:
+            out[key + "/layers"] = (blocks, edges)
     return out
 
 
@@ -186,6 +213,7 @@ def gradient_histograms(
     hist_bins: int = 100,
     hist_bins_2d: tuple[int, int] = (40, 50),
     hist_range: float | None = None,
+    hist_per_layer: bool = False,
     names: list[str] | None = None,
     chunk_size: int | None = None,
 ) -> dict[str, Histogram]:
@@ -204,11 +232,14 @@ def gradient_histograms(
         hist_bins_2d: ``(gradient, parameter)`` bins of the 2-D one (each >= 1).
         hist_range: The gradient range ``[-r, r]``, values beyond it counted in the edge
             bins; None: ``max |g_ij|``, so nothing is clipped (> 0).
+        hist_per_layer: Also each parameter tensor's histograms, on the same bins
+            (``"grad_hist/<name>"``, ``"grad_hist_2d/<name>"``; Cockpit's
+            ``keep_individual``).
         names: Trainable parameters to use; None for all with ``requires_grad``.
         chunk_size: Samples per ``vmap`` chunk (None: the whole batch at once).
 
     Returns:
-        ``{"grad_hist": Histogram, "grad_hist_2d": Histogram}``.
+        ``{"grad_hist": Histogram, "grad_hist_2d": Histogram}`` (and the per-tensor ones).
 
     Raises:
         TypeError, ValueError: A bin count or range out of its range (named).
@@ -223,15 +254,36 @@ def gradient_histograms(
         >>> h["grad_hist"].total, h["grad_hist_2d"].counts.shape  # 8 samples x 8 parameters
         (64, (40, 50))
     """
-    spec = hist_spec(hist_bins, hist_bins_2d, hist_range)
+    spec = hist_spec(hist_bins, hist_bins_2d, hist_range, hist_per_layer)
     if names is None:
         names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = dict(model.named_parameters())
     chunks = [g for g, _ in per_sample_gradients(model, batch_loss, batch, names, chunk_size)]
     weights = torch.cat([params[n].detach().reshape(-1) for n in names])
     out = {}
-    for key, (counts, edges) in bin_gradients(chunks, weights, HIST_KEYS, spec).items():
-        shape = spec.bins_2d if key == "grad_hist_2d" else (spec.bins,)
+    for key, counts, edges in histogram_tensors(chunks, weights, HIST_KEYS, spec, names, params):
+        shape = spec.bins_2d if key.startswith("grad_hist_2d") else (spec.bins,)
         out[key] = Histogram(counts.view(shape).cpu().numpy(),
                              tuple(e.double().cpu().numpy() for e in edges))  # fmt: skip
+    return out
+
+
+def histogram_tensors(
+    chunks: list[torch.Tensor],
+    weights: torch.Tensor,
+    want: tuple[str, ...],
+    spec: HistSpec,
+    names: list[str],
+    params: dict[str, torch.Tensor],
+) -> list[tuple[str, torch.Tensor, list[torch.Tensor]]]:
+    """``(key, flat counts, edges)`` of each histogram :func:`bin_gradients` measures, the
+    per-tensor ones (with ``spec.per_layer``) as ``"<key>/<parameter name>"``."""
+    sizes = [params[n].numel() for n in names] if spec.per_layer else None
+    out = []
+    for key, (counts, edges) in bin_gradients(chunks, weights, want, spec, sizes).items():
+        if key.endswith("/layers"):
+            base = key.removesuffix("/layers")
+            out += [(f"{base}/{n}", block, edges) for n, block in zip(names, counts)]
+        else:
+            out.append((key, counts, edges))
     return out

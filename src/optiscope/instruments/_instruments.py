@@ -132,6 +132,9 @@ class Instruments:
             beyond it counted in the edge bins (Cockpit's ``range``); None: ``max |g_ij|``
             at each measurement, so nothing is clipped (> 0). The parameter axis always
             spans ``max |w|``.
+        hist_per_layer: Also each parameter tensor's histograms on the same bins, as
+            ``"grad_hist/<name>"`` and ``"grad_hist_2d/<name>"`` (Cockpit's
+            ``keep_individual``; about 10% more binning time).
         accumulation_steps: Micro-batches per optimizer step, if known (for ``"auto"``).
         seed: Seeds the first Lanczos start vector (the global RNG is never used).
         ddp_model: The ``DistributedDataParallel`` wrapper that trains ``model`` when it
@@ -182,6 +185,7 @@ class Instruments:
         hist_bins: int = 100,
         hist_bins_2d: tuple[int, int] = (40, 50),
         hist_range: float | None = None,
+        hist_per_layer: bool = False,
         accumulation_steps: int | None = None,
         seed: int = 0,
         ddp_model: nn.Module | None = None,
@@ -200,7 +204,7 @@ class Instruments:
         self.sharpness_iters = check_int("sharpness_iters", sharpness_iters, low=1)
         self.sharpness_tol = check_positive("sharpness_tol", sharpness_tol, allow_inf=False)
         self.trace_samples = check_int("trace_samples", trace_samples, low=2)
-        self.hist = hist_spec(hist_bins, hist_bins_2d, hist_range)
+        self.hist = hist_spec(hist_bins, hist_bins_2d, hist_range, hist_per_layer)
         if accumulation_steps is not None:
             accumulation_steps = check_int("accumulation_steps", accumulation_steps, low=1)
         seed = check_int("seed", seed, low=0)
@@ -355,7 +359,8 @@ class Instruments:
 
     @property
     def histograms(self) -> dict[str, list[tuple[int, Histogram]]]:
-        """``"grad_hist"`` / ``"grad_hist_2d"`` -> ``[(optimizer step, Histogram), ...]`` of
+        """``"grad_hist"`` / ``"grad_hist_2d"`` (and with ``hist_per_layer`` the
+        ``"<key>/<parameter name>"`` ones) -> ``[(optimizer step, Histogram), ...]`` of
         everything flushed so far."""
         return self._rec.histograms
 

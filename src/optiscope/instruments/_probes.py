@@ -32,7 +32,7 @@ from optiscope.instruments._grad_tests import (
     per_sample_gradients,
     tests_from_gradients,
 )
-from optiscope.instruments._hist import HIST_KEYS, Histogram, HistSpec, bin_gradients
+from optiscope.instruments._hist import HIST_KEYS, Histogram, HistSpec, histogram_tensors
 from optiscope.instruments._noise import NoiseEMA, noise_estimates, split_gradient_norms
 from optiscope.instruments._record import Recorder
 from optiscope.instruments._sharpness import (
@@ -179,7 +179,9 @@ class Probes:
             params = dict(self.model.named_parameters())
             weights = torch.cat([params[n].detach().reshape(-1) for n in self.names])
             chunks = [g for g, _ in pairs]
-            for key, (counts, edges) in bin_gradients(chunks, weights, hists, self.hist).items():
+            for key, counts, edges in histogram_tensors(
+                chunks, weights, hists, self.hist, self.names, params
+            ):
                 tensors += [counts, *edges]
                 shape = (counts.numel(),) if len(edges) == 1 else self.hist.bins_2d
                 layout.append((key, shape, [e.numel() for e in edges]))

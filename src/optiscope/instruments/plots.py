@@ -17,8 +17,10 @@ from optiscope.instruments._alpha_plots import alpha_figure
 from optiscope.instruments._hist_plots import (
     Histograms,
     grad_hist_figure,
+    grad_hist_layers_figure,
     hist_1d_panel,
     hist_2d_panel,
+    layer_keys,
 )
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "distance_figure",
     "figures",
     "grad_hist_figure",
+    "grad_hist_layers_figure",
     "grad_tests_figure",
     "hessian_trace_figure",
     "noise_scale_figure",
@@ -397,7 +400,7 @@ def dashboard(
 
 def figures(history: History, histograms: Histograms | None = None) -> dict[str, Any]:
     """``{"sharpness", "hessian_trace", "noise_scale", "update_ratios", "distance", "alpha",
-    "grad_tests", "grad_hist"}`` for what was measured.
+    "grad_tests", "grad_hist", "grad_hist_layers"}`` for what was measured.
 
     Example:
         >>> sorted(figures({"distance": [(1, 0.1)]}))
@@ -418,6 +421,8 @@ def figures(history: History, histograms: Histograms | None = None) -> dict[str,
         out["alpha"] = alpha_figure(history)
     if any(history.get(k) for k, _ in GRAD_TEST_LINES) or history.get("grad_tests/gsnr"):
         out["grad_tests"] = grad_tests_figure(history)
-    if histograms and any(histograms.values()):
+    if histograms and (histograms.get("grad_hist") or histograms.get("grad_hist_2d")):
         out["grad_hist"] = grad_hist_figure(histograms)
+    if histograms and layer_keys(histograms):
+        out["grad_hist_layers"] = grad_hist_layers_figure(histograms)
     return out

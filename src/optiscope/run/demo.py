@@ -75,6 +75,7 @@ quantities = ["loss", "grad_norm", "layers", "distance", "noise_scale", "sharpne
               "grad_hist_2d", "alpha"]
 every = 1
 sharpness_every = 16
+hist_per_layer = true
 probe_batch_size = 128
 """
 

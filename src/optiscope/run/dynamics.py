@@ -157,6 +157,7 @@ def instruments_callback(cfg: Config, comps: Components, world: int | None = Non
         "hist_bins": inst.hist_bins,
         "hist_bins_2d": tuple(int(b) for b in inst.hist_bins_2d),
         "hist_range": inst.hist_range or None,
+        "hist_per_layer": inst.hist_per_layer,
         "seed": cfg.run.seed,
     }
     if "noise_scale" in quantities:
@@ -303,6 +304,10 @@ _FIGURES = {
     "distance": ("Distance from the initial weights", "instruments_distance.png"),
     "grad_tests": ("Gradient tests and signal-to-noise ratio", "instruments_grad_tests.png"),
     "grad_hist": ("Per-sample gradient histograms", "instruments_grad_hist.png"),
+    "grad_hist_layers": (
+        "Per-sample gradient histograms of each parameter tensor",
+        "instruments_grad_hist_layers.png",
+    ),
     "alpha": ("Effective step size alpha", "instruments_alpha.png"),
 }
 
@@ -343,6 +348,10 @@ def _captions(cfg: Config, history: History) -> dict[str, str]:
         "narrows while the tails stay wide means a few samples or weights carry large "
         "gradients; gradients that spread with the parameter value point at large weights "
         "driving the loss.",
+        "grad_hist_layers": "The last measurement's per-sample gradient elements, split by "
+        "parameter tensor (on the same bins as the total). A tensor whose elements reach far "
+        "into the tails or alone fill the edge bins is where the large per-sample gradients "
+        "come from: a layer to clip, rescale or give its own learning rate.",
         "alpha": "Where each step landed on the probe batch's loss along it, every "
         f"{inst.grad_tests_every} optimizer steps (Cockpit's alpha, Schneider et al. 2021): "
         "a quadratic fitted to the loss and slope at both ends of the step, each weighted by "

@@ -260,6 +260,7 @@ class InstrumentsSection:
     hist_bins_2d: list = _opt(
         [40, 50], "two ints >= 1 [gradient bins, parameter bins] (of grad_hist_2d)", _bins_pair
     )
+    hist_per_layer: bool = _opt(False, "true or false (also each parameter tensor's histograms)")
     hist_range: float = _opt(
         0.0, "a number >= 0 (the gradient histograms' range +-r; 0: max |g| each time)", _ge(0)
     )
