@@ -10,7 +10,8 @@ gradients inside the training backward plus its binning), each at its defaults
 (optiscope: range ``max |g|``; Cockpit: fixed ranges). A second row times the binning
 alone on the same per-sample gradients: optiscope's ``bin_gradients`` against
 Cockpit's per-parameter transforms (clamp + ``torch.histc``; clamp + its
-``histogram2d``). Medians over ``--repeats`` (5) rounds, loops interleaved; one thread.
+``histogram2d``), and a third optiscope's with each parameter tensor counted apart too
+(``hist_per_layer``). Medians over ``--repeats`` (5) rounds, loops interleaved; one thread.
 
 Run: ``python benchmarks/bench_histograms.py`` (about two minutes).
 """
@@ -45,8 +46,10 @@ def _cockpit_hists(schedule) -> list:
     return [GradHist1d(schedule), GradHist2d(schedule)]
 
 
-def _binning(build: Callable[[], nn.Module], batch) -> tuple[Callable, Callable | None]:
-    """Optiscope's and Cockpit's binning alone, on the same per-sample gradients."""
+def _binning(build: Callable[[], nn.Module], batch) -> tuple[Callable, Callable, Callable | None]:
+    """Optiscope's binning (totals; totals and each tensor apart) and Cockpit's alone, on
+    the same per-sample gradients. Cockpit bins each parameter apart in any case (its
+    ``keep_individual`` only keeps what it computes), so one Cockpit number serves both."""
     torch.manual_seed(0)
     model = build().eval()
     names = [n for n, _ in model.named_parameters()]
@@ -55,13 +58,18 @@ def _binning(build: Callable[[], nn.Module], batch) -> tuple[Callable, Callable 
     weights = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     spec = HistSpec()
 
+    sizes = [p.numel() for p in model.parameters()]
+
     def ours() -> None:
         bin_gradients(grads, weights, BOTH, spec)
+
+    def ours_per_tensor() -> None:
+        bin_gradients(grads, weights, BOTH, spec, sizes)
 
     try:
         from cockpit.quantities.utils_hists import histogram2d
     except ImportError:
-        return ours, None
+        return ours, ours_per_tensor, None
     flat, B = torch.cat(grads), len(grads[0])
     params = list(model.parameters())
     bounds = list(itertools.accumulate([p.numel() for p in params], initial=0))
@@ -77,7 +85,7 @@ def _binning(build: Callable[[], nn.Module], batch) -> tuple[Callable, Callable 
             data = torch.stack((gx.flatten(), wy.unsqueeze(0).expand(B, -1).flatten()))
             histogram2d(data, bins=(nx, ny), range=((x_lo, x_hi), (w_lo, w_hi)))
 
-    return ours, theirs
+    return ours, ours_per_tensor, theirs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -94,9 +102,11 @@ def main(argv: list[str] | None = None) -> None:
         ours = (t["ours"] - t["plain"]) / STEPS * 1e3
         theirs = (t["cockpit"] - t["plain"]) / STEPS * 1e3 if "cockpit" in t else None
         row(name, "extra ms per step", ours, theirs)
-        a, b = _binning(build, batches[0])
-        t = timed({"ours": a, "theirs": b}, repeats)
-        row(name, "binning alone (ms)", t["ours"] * 1e3, t.get("theirs", 0) * 1e3 or None)
+        a, per_tensor, b = _binning(build, batches[0])
+        t = timed({"ours": a, "per_tensor": per_tensor, "theirs": b}, repeats)
+        theirs = t["theirs"] * 1e3 if "theirs" in t else None
+        row(name, "binning alone (ms)", t["ours"] * 1e3, theirs)
+        row(name, "+ per tensor (ms)", t["per_tensor"] * 1e3, theirs)
 
 
 if __name__ == "__main__":
