@@ -348,8 +348,7 @@ def test_the_per_tensor_figure_draws_each_tensors_last_histogram():
     inst = Instruments(model, opt, BOTH, grad_tests_every=1, probe_batch=(X, y),
                        loss_fn=F.cross_entropy, hist_bins=12, hist_per_layer=True)  # fmt: skip
     run_loop(model, opt, [(X, y)] * 2, inst)
-    inst.flush()
-    figs = inst.figures()
+    figs = inst.figures()  # flushes first: the last measurement is drawn
     names = [n for n, _ in model.named_parameters()]
     fig = figs["grad_hist_layers"]
     assert [ax.get_title() for ax in fig.axes] == names  # 4 tensors: one row of 4 panels

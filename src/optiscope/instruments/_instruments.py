@@ -386,9 +386,11 @@ class Instruments:
         return dict(self._rec.latest)
 
     def figures(self) -> dict[str, Any]:
-        """The figures of :mod:`optiscope.instruments.plots` for what was measured."""
+        """Flush, then the figures of :mod:`optiscope.instruments.plots` for what was
+        measured (a log point: the pending values are drawn too)."""
         from optiscope.instruments import plots
 
+        self.flush()
         return plots.figures(self.history, self.histograms)
 
     # ------------------------------------------------------------------ checkpoints
