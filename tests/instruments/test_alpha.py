@@ -208,3 +208,22 @@ def test_no_host_sync_before_the_flush(host_syncs):
         inst.flush()
     assert counts["tolist"] == 1 and sum(counts.values()) == 1
     assert len(inst.history["alpha"]) == 3
+
+
+def test_with_per_sample_gradients_at_the_same_step_the_same_alpha():
+    """With the gradient tests (or histograms) at the same step, the end of the step takes
+    its slopes from their per-sample gradients instead of a second forward-mode pass: the
+    same alpha, to float32 rounding."""
+    X, y = data(16)
+    alphas = []
+    for quantities in (["alpha"], ["alpha", "grad_tests", "grad_hist"]):
+        model = mlp()
+        opt = torch.optim.Adam(model.parameters(), lr=0.05)
+        inst = Instruments(model, opt, quantities, grad_tests_every=1, probe_batch=(X, y),
+                           loss_fn=F.cross_entropy)  # fmt: skip
+        run_loop(model, opt, [(X, y)] * 3, inst)
+        inst.flush()
+        alphas.append([v for _, v in inst.history["alpha"]])
+    alone, shared = alphas
+    assert len(alone) == 3
+    assert np.array(shared) + 1 == pytest.approx(np.array(alone) + 1, rel=1e-5)

@@ -148,11 +148,13 @@ def step_alpha(
     names: list[str],
     before: list[torch.Tensor],
     after: list[torch.Tensor] | None = None,
+    end_gradients: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> torch.Tensor:
     """Alpha of the step from ``before`` to ``after`` on ``batch``, a 0-d device tensor.
 
-    Two forward-mode passes of the batch (one at each end of the step); the variances
-    are the unbiased sample variances over the batch, as in Cockpit.
+    Two forward-mode passes of the batch (one at each end of the step), or one when the
+    per-sample gradients at the end are given; the variances are the unbiased sample
+    variances over the batch, as in Cockpit.
 
     Args:
         model: The network, evaluated in its current mode (the caller picks eval mode,
@@ -162,6 +164,10 @@ def step_alpha(
         names: The trainable parameters, in the order of ``before``.
         before: The weights before the step.
         after: The weights after it (None: the model's current ones).
+        end_gradients: The chunks ``(flat per-sample gradients, per-sample losses)`` of
+            :func:`~optiscope.instruments._grad_tests.per_sample_gradients` at ``after``
+            (same ``names``), when already computed: the end's slopes are then their dot
+            products with the step.
 
     Raises:
         ValueError: Fewer than two samples.
@@ -189,7 +195,12 @@ def step_alpha(
     t = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(d) for d in direction]))
     f, df, var_f, var_df = [], [], [], []
     for point in (before, after):
-        losses, slopes = per_sample_slopes(model, batch_loss, batch, names, point, direction)
+        if point is after and end_gradients is not None:
+            step = torch.cat([d.reshape(-1) for d in direction])
+            losses = torch.cat([v.reshape(-1) for _, v in end_gradients])
+            slopes = torch.cat([g @ step for g, _ in end_gradients])
+        else:
+            losses, slopes = per_sample_slopes(model, batch_loss, batch, names, point, direction)
         slopes = slopes / t  # the directional derivative along the unit step
         f.append(losses.mean())
         var_f.append(losses.var())

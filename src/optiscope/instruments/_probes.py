@@ -128,23 +128,29 @@ class Probes:
         tic = False
         light = not split_noise and all(j in _FUNCTIONAL for j in jobs)
         alpha = "alpha" in jobs
+        tests = "grad_tests" in jobs
+        hists = tuple(j for j in jobs if j in HIST_KEYS)
+        layout: list[tuple[str, tuple[int, ...], list[int]]] = []
         with _modes_rng_buffers(self.model) if light else preserved(self.model, rng=True):
             self.model.eval()
-            if alpha:
-                assert before is not None
-                tensors.append(step_alpha(self.model, self.batch_loss, probe, self.names, before))
             if any(j in _HESSIAN_ONLY for j in jobs):
                 self.hessian.build(probe)
                 try:
                     host.update(self._hessian_jobs(jobs))
                 finally:
                     self.hessian.clear()
-            tests = "grad_tests" in jobs
-            hists = tuple(j for j in jobs if j in HIST_KEYS)
-            layout: list[tuple[str, tuple[int, ...], list[int]]] = []
+            pairs = None
             if tests or hists:
+                pairs = list(per_sample_gradients(self.model, self.batch_loss, probe, self.names))
+            if alpha:
+                assert before is not None
+                # With per-sample gradients at hand, the end of the step needs no second
+                # forward-mode pass: its slopes are their dot products with the step.
+                tensors.append(step_alpha(self.model, self.batch_loss, probe, self.names, before,
+                                          end_gradients=pairs))  # fmt: skip
+            if pairs is not None:
                 tic = tests and "hessian_trace" in host
-                tensors += self._per_sample_jobs(probe, tests, hists, host, layout)
+                tensors += self._per_sample_jobs(pairs, tests, hists, tic, host, layout)
             n = 0
             if split_noise:
                 assert self.split is not None
@@ -160,20 +166,21 @@ class Probes:
 
     def _per_sample_jobs(
         self,
-        probe: Any,
+        pairs: list[tuple[torch.Tensor, torch.Tensor]],
         tests: bool,
         hists: tuple[str, ...],
+        tic: bool,
         host: dict[str, float],
         layout: list[tuple[str, tuple[int, ...], list[int]]],
     ) -> list[torch.Tensor]:
-        """Gradient tests (and the TIC with a trace in ``host``) and the histograms ``hists``
-        from one set of per-sample gradients; appends each histogram's layout."""
-        pairs = list(per_sample_gradients(self.model, self.batch_loss, probe, self.names))
+        """Gradient tests (and with ``tic`` the TIC, from the trace in ``host``) and the
+        histograms ``hists`` from one set of per-sample gradients (``pairs``, the chunks
+        of :func:`per_sample_gradients`); appends each histogram's layout."""
         tensors: list[torch.Tensor] = []
         if tests:
             out = tests_from_gradients(pairs, lr=self.optimizer.param_groups[0]["lr"])
             tensors += [out[k] for k in (*GRAD_TESTS, "cabs")]
-            if "hessian_trace" in host:  # Thomas et al. 2019, Cockpit's TICTrace
+            if tic:  # Thomas et al. 2019, Cockpit's TICTrace
                 tensors.append(out["second_moment"] / (host["hessian_trace"] + TIC_EPS))
         if hists:
             params = dict(self.model.named_parameters())
