@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import itertools
 import statistics
+import sys
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +27,7 @@ from torch import nn
 from optiscope.data import digits_tensors
 from optiscope.instruments import Instruments
 
-__all__ = ["STEPS", "batches_for", "cockpit_loop", "loop", "row", "timed"]
+__all__ = ["STEPS", "batches_for", "cockpit_loop", "extra_ms", "loop", "row", "start", "timed"]
 
 STEPS = 4  # steps per timed window
 Optimizer = Callable[[Any], torch.optim.Optimizer]
@@ -130,6 +132,24 @@ def timed(fns: dict[str, Callable[[], None] | None], repeats: int) -> dict[str, 
             fns[k]()
             times[k].append(time.process_time() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def start(argv: list[str] | None, what: str) -> int:
+    """One torch thread, warnings off, the table's header; returns ``--repeats`` (5)."""
+    args = sys.argv[1:] if argv is None else argv
+    repeats = int(args[args.index("--repeats") + 1]) if "--repeats" in args else 5
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    print(f"{what}, batch {BATCH}, 1 thread; median of {repeats}")
+    print(f"{'network':<11} {'what':<24} {'optiscope':>10} {'Cockpit':>10} {'ratio':>8}")
+    return repeats
+
+
+def extra_ms(t: dict[str, float]) -> tuple[float, float | None]:
+    """Milliseconds per step over the plain loop's: optiscope's and Cockpit's (None
+    without Cockpit), from :func:`timed`'s ``plain``, ``ours`` and ``cockpit`` windows."""
+    ours = (t["ours"] - t["plain"]) / STEPS * 1e3
+    return ours, (t["cockpit"] - t["plain"]) / STEPS * 1e3 if "cockpit" in t else None
 
 
 def row(name: str, what: str, ours: float, theirs: float | None) -> None:

@@ -16,14 +16,13 @@ Run: ``python benchmarks/bench_alpha.py`` (about two minutes).
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _probe_loops import STEPS, batches_for, cockpit_loop, loop, row, timed  # noqa: E402
-from bench_instruments import BATCH, c3d  # noqa: E402
+from _probe_loops import batches_for, cockpit_loop, extra_ms, loop, row, start, timed  # noqa: E402
+from bench_instruments import c3d  # noqa: E402
 
 from optiscope.models import digits_mlp  # noqa: E402
 
@@ -40,12 +39,7 @@ def _cockpit_alpha(schedule) -> list:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    repeats = int(args[args.index("--repeats") + 1]) if "--repeats" in args else 5
-    torch.set_num_threads(1)
-    warnings.simplefilter("ignore")
-    print(f"per alpha measurement (every step), batch {BATCH}, 1 thread; median of {repeats}")
-    print(f"{'network':<11} {'what':<24} {'optiscope':>10} {'Cockpit':>10} {'ratio':>8}")
+    repeats = start(argv, "per alpha measurement (every step)")
     for name, build in (("3C3D", c3d), ("digits MLP", digits_mlp)):
         batches = batches_for(name)
         for opt_name, make_opt in OPTIMIZERS.items():
@@ -53,9 +47,7 @@ def main(argv: list[str] | None = None) -> None:
                        "ours": loop(build, batches, ("alpha",), make_opt),
                        "cockpit": cockpit_loop(build, batches, _cockpit_alpha, make_opt)},
                       repeats)  # fmt: skip
-            ours = (t["ours"] - t["plain"]) / STEPS * 1e3
-            theirs = (t["cockpit"] - t["plain"]) / STEPS * 1e3 if "cockpit" in t else None
-            row(name, f"{opt_name}: extra ms / step", ours, theirs)
+            row(name, f"{opt_name}: extra ms / step", *extra_ms(t))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,8 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _probe_loops import STEPS, batches_for, cockpit_loop, loop, row, timed  # noqa: E402
-from bench_instruments import BATCH, c3d  # noqa: E402
+from _probe_loops import batches_for, cockpit_loop, extra_ms, loop, row, start, timed  # noqa: E402
+from bench_instruments import c3d  # noqa: E402
 
 from optiscope.batch_loss import as_batch_loss  # noqa: E402
 from optiscope.instruments._grad_tests import per_sample_gradients  # noqa: E402
@@ -89,19 +88,12 @@ def _binning(build: Callable[[], nn.Module], batch) -> tuple[Callable, Callable,
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    repeats = int(args[args.index("--repeats") + 1]) if "--repeats" in args else 5
-    torch.set_num_threads(1)
-    warnings.simplefilter("ignore")
-    print(f"per measurement of both histograms, batch {BATCH}, 1 thread; median of {repeats}")
-    print(f"{'network':<11} {'what':<24} {'optiscope':>10} {'Cockpit':>10} {'ratio':>8}")
+    repeats = start(argv, "per measurement of both histograms")
     for name, build in (("3C3D", c3d), ("digits MLP", digits_mlp)):
         batches = batches_for(name)
         t = timed({"plain": loop(build, batches, None), "ours": loop(build, batches, BOTH),
                    "cockpit": cockpit_loop(build, batches, _cockpit_hists)}, repeats)  # fmt: skip
-        ours = (t["ours"] - t["plain"]) / STEPS * 1e3
-        theirs = (t["cockpit"] - t["plain"]) / STEPS * 1e3 if "cockpit" in t else None
-        row(name, "extra ms per step", ours, theirs)
+        row(name, "extra ms per step", *extra_ms(t))
         a, per_tensor, b = _binning(build, batches[0])
         t = timed({"ours": a, "per_tensor": per_tensor, "theirs": b}, repeats)
         theirs = t["theirs"] * 1e3 if "theirs" in t else None
