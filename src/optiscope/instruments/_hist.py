@@ -169,7 +169,8 @@ def bin_gradients(
     layer = None
     if layer_sizes is not None:
         ids = torch.arange(n_layers, dtype=torch.int32, device=device)
-        layer = ids.repeat_interleave(torch.tensor(layer_sizes, device=device))
+        repeats = torch.tensor(layer_sizes, device=device)
+        layer = ids.repeat_interleave(repeats, output_size=numel)  # no size sync on CUDA
     offsets = {k: None if layer is None else layer * (sizes[k] + 1) for k in want}
     counts = {
         k: torch.zeros(n_layers * (sizes[k] + 1), dtype=torch.int64, device=device) for k in want
