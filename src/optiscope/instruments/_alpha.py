@@ -36,7 +36,7 @@ from torch.func import jvp, vmap
 
 from optiscope.batch_loss import BatchLoss
 from optiscope.curvature._kernels import double_backward_kernels
-from optiscope.instruments._grad_tests import _index, _unsqueeze
+from optiscope.instruments._grad_tests import _index, has_fused_rnn, sample_loss
 
 __all__ = ["ALPHA_EPS", "PreStepWeights", "fit_alpha", "per_sample_slopes", "step_alpha"]
 
@@ -82,21 +82,15 @@ def per_sample_slopes(
     Returns:
         ``(losses, slopes)``, both ``(B,)``: ``l_i(weights)`` and ``direction . grad l_i``.
     """
-    params = dict(model.named_parameters())
-    fixed = {n: p.detach() for n, p in params.items() if n not in names}
-    fixed.update({n: b.detach() for n, b in model.named_buffers()})
-    looped = any(isinstance(m, nn.RNNBase) for m in model.modules())
+    loss_one = sample_loss(model, batch_loss, names)
+    looped = has_fused_rnn(model)
     size = batch_loss.size(batch)
 
     def losses(*w: torch.Tensor) -> torch.Tensor:
-        state = {**fixed, **dict(zip(names, w))}
-
-        def one(sample: Any) -> torch.Tensor:
-            return batch_loss.evaluate(model, _unsqueeze(sample), state=state).loss
-
+        p = dict(zip(names, w))
         if looped:
-            return torch.stack([one(_index(batch, i)) for i in range(size)])
-        return vmap(one)(batch)
+            return torch.stack([loss_one(p, _index(batch, i)) for i in range(size)])
+        return vmap(loss_one, in_dims=(None, 0))(p, batch)
 
     with double_backward_kernels(), _no_onednn():  # composite kernels have every derivative
         values, slopes = jvp(losses, tuple(weights), tuple(direction))

@@ -31,7 +31,7 @@ Per-sample gradients need independent samples, so the caller evaluates in eval m
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -41,7 +41,14 @@ from torch.func import grad_and_value, vmap
 from optiscope.batch_loss import BatchLoss
 from optiscope.curvature._kernels import double_backward_kernels
 
-__all__ = ["GRAD_TESTS", "gradient_tests", "per_sample_gradients", "tests_from_gradients"]
+__all__ = [
+    "GRAD_TESTS",
+    "gradient_tests",
+    "has_fused_rnn",
+    "per_sample_gradients",
+    "sample_loss",
+    "tests_from_gradients",
+]
 
 GRAD_TESTS = ("norm_test", "inner_product_test", "orthogonality_test", "gsnr", "early_stopping")
 GSNR_EPS = 1e-5  # Cockpit's MeanGSNR default
@@ -77,6 +84,28 @@ def _index(batch: Any, i: int) -> Any:
     return batch
 
 
+def sample_loss(
+    model: nn.Module, batch_loss: BatchLoss, names: list[str]
+) -> Callable[[dict[str, torch.Tensor], Any], torch.Tensor]:
+    """``loss(weights, sample)``: the loss of one sample (unbatched) with ``weights`` (name
+    -> tensor) for the parameters ``names`` and the model's own detached values for its
+    other parameters and buffers; for ``torch.func`` transforms. The model's state is
+    read, not written."""
+    fixed = {n: p.detach() for n, p in model.named_parameters() if n not in names}
+    fixed.update({n: b.detach() for n, b in model.named_buffers()})
+
+    def loss(weights: dict[str, torch.Tensor], sample: Any) -> torch.Tensor:
+        return batch_loss.evaluate(model, _unsqueeze(sample), state={**fixed, **weights}).loss
+
+    return loss
+
+
+def has_fused_rnn(model: nn.Module) -> bool:
+    """Whether ``model`` holds torch's fused RNN kernels (LSTM, GRU), which have no
+    ``vmap`` rule: per-sample work on it runs one sample at a time."""
+    return any(isinstance(m, nn.RNNBase) for m in model.modules())
+
+
 def per_sample_gradients(
     model: nn.Module,
     batch_loss: BatchLoss,
@@ -90,12 +119,8 @@ def per_sample_gradients(
     The model must already be in the mode to evaluate in; its state is read, not written.
     """
     params = dict(model.named_parameters())
-    fixed = {n: p.detach() for n, p in params.items() if n not in names}
-    fixed.update({n: b.detach() for n, b in model.named_buffers()})
     primals = {n: params[n].detach() for n in names}
-
-    def loss_one(p: dict[str, torch.Tensor], sample: Any) -> torch.Tensor:
-        return batch_loss.evaluate(model, _unsqueeze(sample), state={**fixed, **p}).loss
+    loss_one = sample_loss(model, batch_loss, names)
 
     def flat_grad(sample: Any) -> tuple[torch.Tensor, torch.Tensor]:
         g, loss = grad_and_value(loss_one)(primals, sample)
@@ -103,8 +128,7 @@ def per_sample_gradients(
 
     size = batch_loss.size(batch)
     step = size if chunk_size is None else chunk_size
-    # torch's fused RNN kernels (LSTM, GRU) have no vmap rule: one sample at a time there.
-    looped = any(isinstance(m, nn.RNNBase) for m in model.modules())
+    looped = has_fused_rnn(model)
     with double_backward_kernels():  # no MHA fast path (no vmap rule) in eval mode
         for start in range(0, size, step):
             chunk = _slice(batch, start, min(size, start + step))
