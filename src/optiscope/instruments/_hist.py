@@ -258,33 +258,33 @@ def gradient_histograms(
     spec = hist_spec(hist_bins, hist_bins_2d, hist_range, hist_per_layer)
     if names is None:
         names = [n for n, p in model.named_parameters() if p.requires_grad]
-    params = dict(model.named_parameters())
     chunks = [g for g, _ in per_sample_gradients(model, batch_loss, batch, names, chunk_size)]
-    weights = torch.cat([params[n].detach().reshape(-1) for n in names])
-    out = {}
-    for key, counts, edges in histogram_tensors(chunks, weights, HIST_KEYS, spec, names, params):
-        shape = spec.bins_2d if key.startswith("grad_hist_2d") else (spec.bins,)
-        out[key] = Histogram(counts.view(shape).cpu().numpy(),
-                             tuple(e.double().cpu().numpy() for e in edges))  # fmt: skip
-    return out
+    return {
+        key: Histogram(counts.cpu().numpy(), tuple(e.double().cpu().numpy() for e in edges))
+        for key, counts, edges in histogram_tensors(model, chunks, HIST_KEYS, spec, names)
+    }
 
 
 def histogram_tensors(
+    model: nn.Module,
     chunks: list[torch.Tensor],
-    weights: torch.Tensor,
     want: tuple[str, ...],
     spec: HistSpec,
     names: list[str],
-    params: dict[str, torch.Tensor],
 ) -> list[tuple[str, torch.Tensor, list[torch.Tensor]]]:
-    """``(key, flat counts, edges)`` of each histogram :func:`bin_gradients` measures, the
-    per-tensor ones (with ``spec.per_layer``) as ``"<key>/<parameter name>"``."""
+    """``(key, counts, edges)`` of each histogram :func:`bin_gradients` measures from the
+    per-sample gradient ``chunks`` of ``model``'s parameters ``names``, counts shaped
+    ``(bins,)`` or ``bins_2d``; the per-tensor ones (with ``spec.per_layer``) as
+    ``"<key>/<parameter name>"``. Device tensors (no host sync)."""
+    params = dict(model.named_parameters())
+    weights = torch.cat([params[n].detach().reshape(-1) for n in names])
     sizes = [params[n].numel() for n in names] if spec.per_layer else None
     out = []
     for key, (counts, edges) in bin_gradients(chunks, weights, want, spec, sizes).items():
+        base = key.removesuffix("/layers")
+        shape = spec.bins_2d if base == "grad_hist_2d" else (spec.bins,)
         if key.endswith("/layers"):
-            base = key.removesuffix("/layers")
-            out += [(f"{base}/{n}", block, edges) for n, block in zip(names, counts)]
+            out += [(f"{base}/{n}", c.view(shape), edges) for n, c in zip(names, counts)]
         else:
-            out.append((key, counts, edges))
+            out.append((key, counts.view(shape), edges))
     return out

@@ -183,15 +183,12 @@ class Probes:
             if tic:  # Thomas et al. 2019, Cockpit's TICTrace
                 tensors.append(out["second_moment"] / (host["hessian_trace"] + TIC_EPS))
         if hists:
-            params = dict(self.model.named_parameters())
-            weights = torch.cat([params[n].detach().reshape(-1) for n in self.names])
             chunks = [g for g, _ in pairs]
             for key, counts, edges in histogram_tensors(
-                chunks, weights, hists, self.hist, self.names, params
+                self.model, chunks, hists, self.hist, self.names
             ):
                 tensors += [counts, *edges]
-                shape = (counts.numel(),) if len(edges) == 1 else self.hist.bins_2d
-                layout.append((key, shape, [e.numel() for e in edges]))
+                layout.append((key, tuple(counts.shape), [e.numel() for e in edges]))
         return tensors
 
     def _hessian_jobs(self, jobs: list[str]) -> dict[str, float]:
