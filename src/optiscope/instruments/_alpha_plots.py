@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from optiscope._internal.figures import finish_figure
+from optiscope.instruments._plot_base import History, axes_for, require, series
 
 __all__ = ["ALPHA_SHOWN", "alpha_figure"]
 
@@ -13,7 +14,7 @@ ALPHA_SHOWN = 3.0  # values beyond +-3 are drawn at the edge: the regime is clea
 
 
 def alpha_figure(
-    history: dict[str, list[tuple[int, float]]],
+    history: History,
     *,
     ax: Any = None,
     path: str | os.PathLike | None = None,
@@ -35,16 +36,9 @@ def alpha_figure(
         >>> [line.get_label() for line in alpha_figure(h).axes[0].lines][:2]
         ['alpha', 'beyond +-3']
     """
-    if not history.get("alpha"):
-        raise ValueError("history has no 'alpha' values: measure 'alpha' to draw this figure")
-    if ax is None:
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-    else:
-        fig = ax.figure
-    steps = [int(s) for s, _ in history["alpha"]]
-    values = [float(v) for _, v in history["alpha"]]
+    require(history, "alpha", "alpha")
+    fig, ax = axes_for(ax, (7, 4.5))
+    steps, values = series(history, "alpha")
     inside = [(s, v) for s, v in zip(steps, values) if abs(v) <= ALPHA_SHOWN]
     ax.plot([s for s, _ in inside], [v for _, v in inside], ".", color="C0", label="alpha")
     label = f"beyond +-{ALPHA_SHOWN:g}"

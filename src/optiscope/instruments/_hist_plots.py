@@ -21,19 +21,24 @@ __all__ = [
 Histograms = dict[str, list[tuple[int, Any]]]  # key -> [(step, Histogram), ...]
 
 
+def _density(h: Any) -> Any:
+    """A 1-D histogram's counts as a density (NaN where empty, so a log axis skips it)."""
+    import numpy as np
+
+    width = np.diff(h.edges[0])
+    density = h.counts / max(h.total, 1.0) / np.where(width > 0, width, 1.0)
+    return np.where(density > 0, density, np.nan)
+
+
 def hist_1d_panel(series: list[tuple[int, Any]], ax: Any) -> None:
     import matplotlib as mpl
-    import numpy as np
 
     cmap = mpl.colormaps["viridis"]
     first, last = series[0][0], series[-1][0]
     norm = mpl.colors.Normalize(first, last if last > first else first + 1)
     for i, (step, h) in enumerate(series):
-        edges = h.edges[0]
-        width = np.diff(edges)
-        density = h.counts / max(h.total, 1.0) / np.where(width > 0, width, 1.0)
         last = i == len(series) - 1
-        ax.stairs(np.where(density > 0, density, np.nan), edges, color=cmap(norm(step)),
+        ax.stairs(_density(h), h.edges[0], color=cmap(norm(step)),
                   linewidth=2 if last else 1, alpha=1 if last else 0.5)  # fmt: skip
     ax.set_yscale("log")
     ax.figure.colorbar(mpl.cm.ScalarMappable(norm, cmap), ax=ax, label="optimizer step")
@@ -157,9 +162,7 @@ def grad_hist_layers_figure(
     for ax, key in zip(cells, keys):
         h = histograms[key][-1][1]
         if h.counts.ndim == 1:
-            width = np.diff(h.edges[0])
-            density = h.counts / max(h.total, 1.0) / np.where(width > 0, width, 1.0)
-            ax.stairs(np.where(density > 0, density, np.nan), h.edges[0], color="C0")
+            ax.stairs(_density(h), h.edges[0], color="C0")
             ax.set_yscale("log")
         else:
             counts = np.where(h.counts > 0, h.counts, np.nan).T

@@ -22,6 +22,7 @@ from optiscope.instruments._hist_plots import (
     hist_2d_panel,
     layer_keys,
 )
+from optiscope.instruments._plot_base import History, axes_for, require, series
 
 __all__ = [
     "alpha_figure",
@@ -36,27 +37,6 @@ __all__ = [
     "sharpness_figure",
     "update_ratio_heatmap",
 ]
-
-History = dict[str, list[tuple[int, float]]]
-
-
-def _series(history: History, key: str) -> tuple[list[int], list[float]]:
-    pairs = history.get(key, [])
-    return [int(s) for s, _ in pairs], [float(v) for _, v in pairs]
-
-
-def _require(history: History, key: str, what: str) -> None:
-    if not history.get(key):
-        raise ValueError(f"history has no {key!r} values: measure {what!r} to draw this figure")
-
-
-def _axes(ax: Any, figsize: tuple[float, float]) -> tuple[Any, Any]:
-    if ax is not None:
-        return ax.figure, ax
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=figsize)
-    return fig, ax
 
 
 def sharpness_figure(
@@ -82,8 +62,8 @@ def sharpness_figure(
         2
     """
     if not history.get("sharpness") and not history.get("preconditioned_sharpness"):
-        _require(history, "sharpness", "sharpness")
-    fig, ax = _axes(ax, (7, 4.5))
+        require(history, "sharpness", "sharpness")
+    fig, ax = axes_for(ax, (7, 4.5))
     pairs = (
         ("sharpness", "sharpness_threshold", "sharpness", "threshold (2/lr)", "C0"),
         (
@@ -96,9 +76,9 @@ def sharpness_figure(
     )
     for key, thr, label, thr_label, color in pairs:
         if history.get(key):
-            ax.plot(*_series(history, key), color=color, marker=".", label=label)
+            ax.plot(*series(history, key), color=color, marker=".", label=label)
         if history.get(thr):
-            ax.plot(*_series(history, thr), color=color, linestyle="--", label=thr_label)
+            ax.plot(*series(history, thr), color=color, linestyle="--", label=thr_label)
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("top Hessian eigenvalue")
@@ -130,13 +110,13 @@ def noise_scale_figure(
         >>> [line.get_label() for line in noise_scale_figure(h).axes[0].lines][1:]
         ['batch size', 'no estimate (B_simple <= 0)']
     """
-    _require(history, "noise_scale", "noise_scale")
-    fig, ax = _axes(ax, (7, 4.5))
-    steps, values = _series(history, "noise_scale")
+    require(history, "noise_scale", "noise_scale")
+    fig, ax = axes_for(ax, (7, 4.5))
+    steps, values = series(history, "noise_scale")
     shown = [v if v > 0 and math.isfinite(v) else math.nan for v in values]
     ax.plot(steps, shown, label="noise scale B_simple (~ critical batch size)")
     if history.get("batch_size"):
-        ax.plot(*_series(history, "batch_size"), linestyle="--", color="k", label="batch size")
+        ax.plot(*series(history, "batch_size"), linestyle="--", color="k", label="batch size")
     ax.set_yscale("log")
     undefined = [s for s, v in zip(steps, shown) if math.isnan(v)]
     if undefined:
@@ -182,7 +162,7 @@ def update_ratio_heatmap(
     for row, k in enumerate(keys):
         for s, v in history[k]:
             grid[row, col[int(s)]] = math.log10(v) if v > 0 and math.isfinite(v) else np.nan
-    fig, ax = _axes(ax, (8, max(2.5, 0.3 * len(keys) + 1.5)))
+    fig, ax = axes_for(ax, (8, max(2.5, 0.3 * len(keys) + 1.5)))
     image = ax.imshow(
         grid,
         aspect="auto",
@@ -215,9 +195,9 @@ def distance_figure(
         >>> len(distance_figure({"distance": [(1, 0.1), (2, 0.3)]}).axes[0].lines)
         1
     """
-    _require(history, "distance", "distance")
-    fig, ax = _axes(ax, (7, 4.5))
-    ax.plot(*_series(history, "distance"))
+    require(history, "distance", "distance")
+    fig, ax = axes_for(ax, (7, 4.5))
+    ax.plot(*series(history, "distance"))
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("|w - w_init|")
     ax.set_title("Distance from initialisation")
@@ -246,11 +226,11 @@ def hessian_trace_figure(
         >>> len(hessian_trace_figure(h).axes[0].collections)
         1
     """
-    _require(history, "hessian_trace", "hessian_trace")
-    fig, ax = _axes(ax, (7, 4.5))
-    steps, values = _series(history, "hessian_trace")
+    require(history, "hessian_trace", "hessian_trace")
+    fig, ax = axes_for(ax, (7, 4.5))
+    steps, values = series(history, "hessian_trace")
     ax.plot(steps, values, marker=".", color="C2", label="Hessian trace")
-    errs = dict(zip(*_series(history, "hessian_trace/stderr")))
+    errs = dict(zip(*series(history, "hessian_trace/stderr")))
     if errs:
         lo = [v - 2 * errs.get(s, 0.0) for s, v in zip(steps, values)]
         hi = [v + 2 * errs.get(s, 0.0) for s, v in zip(steps, values)]
@@ -298,7 +278,7 @@ def grad_tests_figure(
         [2, 1]
     """
     if not any(history.get(k) for k, _ in GRAD_TEST_LINES) and not history.get("grad_tests/gsnr"):
-        _require(history, "grad_tests/norm_test", "grad_tests")
+        require(history, "grad_tests/norm_test", "grad_tests")
     if axes is None:
         import matplotlib.pyplot as plt
 
@@ -307,16 +287,16 @@ def grad_tests_figure(
         (left, right), fig = axes, axes[0].figure
     for key, label in GRAD_TEST_LINES:
         if history.get(key):
-            left.plot(*_series(history, key), marker=".", label=label)
+            left.plot(*series(history, key), marker=".", label=label)
     left.axhline(1.0, color="k", linestyle="--", linewidth=1, label="tolerance 1")
-    if all(v > 0 for k, _ in GRAD_TEST_LINES for v in _series(history, k)[1]):
+    if all(v > 0 for k, _ in GRAD_TEST_LINES for v in series(history, k)[1]):
         left.set_yscale("log")
     left.set_xlabel("optimizer step")
     left.set_ylabel("smallest tolerance passed")
     left.set_title("Gradient tests")
     left.legend()
     if history.get("grad_tests/gsnr"):
-        right.plot(*_series(history, "grad_tests/gsnr"), marker=".", color="C3")
+        right.plot(*series(history, "grad_tests/gsnr"), marker=".", color="C3")
     right.set_xlabel("optimizer step")
     right.set_ylabel("mean GSNR")
     right.set_title("Gradient signal-to-noise ratio")
@@ -326,13 +306,13 @@ def grad_tests_figure(
 def _loss_panel(history: History, ax: Any) -> None:
     """The loss (left axis) and the gradient norm (right axis, log) over steps."""
     if history.get("loss"):
-        ax.plot(*_series(history, "loss"), color="C0", label="loss")
+        ax.plot(*series(history, "loss"), color="C0", label="loss")
         ax.set_ylabel("loss", color="C0")
     if history.get("grad_norm"):
         right = ax.twinx() if history.get("loss") else ax
-        right.plot(*_series(history, "grad_norm"), color="C1", label="gradient norm")
+        right.plot(*series(history, "grad_norm"), color="C1", label="gradient norm")
         right.set_ylabel("gradient norm", color="C1")
-        if all(v > 0 for v in _series(history, "grad_norm")[1]):
+        if all(v > 0 for v in series(history, "grad_norm")[1]):
             right.set_yscale("log")
     ax.set_xlabel("optimizer step")
     ax.set_title("Loss and gradient norm")
