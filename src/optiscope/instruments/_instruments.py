@@ -97,7 +97,8 @@ class Instruments:
       loss and slope at both ends of it: -1 no progress, 0 the minimum along the step, 1
       the other side at the same loss, above 1 overshooting. For any optimizer (Cockpit's
       cheap path is plain SGD's); costs a copy of the weights before the step and two
-      forward-mode passes of the probe batch.
+      forward-mode passes of the probe batch (one when ``"grad_tests"`` or a histogram is
+      measured too: the end of the step takes their per-sample gradients).
 
     Probe evaluations (sharpness, grad tests, split noise) run at the weights after the
     step, in eval mode (dropout off, BatchNorm on its running statistics, so the result
